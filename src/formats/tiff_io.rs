@@ -1,0 +1,169 @@
+//! Single-page greyscale TIFF frames: 16-bit unsigned raw counts and 32-bit float masters
+//! and radiance maps.
+//!
+//! Owns: decoding with strict checks (bit depth, sample format, one channel, complete
+//! strips) and encoding. A truncated or mis-typed file is an error naming the file, never a
+//! partially filled frame.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::Path;
+
+use ndarray::Array2;
+use tiff::decoder::{Decoder, DecodingResult, Limits};
+use tiff::encoder::{colortype, TiffEncoder};
+use tiff::ColorType;
+
+use super::FormatError;
+
+fn open_decoder(path: &Path) -> Result<Decoder<BufReader<File>>, FormatError> {
+    let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+    let decoder = Decoder::new(BufReader::new(file)).map_err(|e| FormatError::BadTiff {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    Ok(decoder.with_limits(Limits::unlimited()))
+}
+
+fn dimensions(dec: &mut Decoder<BufReader<File>>, path: &Path) -> Result<(usize, usize), FormatError> {
+    let (w, h) = dec.dimensions().map_err(|e| FormatError::BadTiff {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    if w == 0 || h == 0 {
+        return Err(FormatError::invalid(
+            path,
+            "the image has zero width or height",
+            "re-export the frame",
+        ));
+    }
+    Ok((h as usize, w as usize))
+}
+
+fn decode(dec: &mut Decoder<BufReader<File>>, path: &Path) -> Result<DecodingResult, FormatError> {
+    dec.read_image().map_err(|e| FormatError::BadTiff {
+        path: path.to_path_buf(),
+        detail: format!("pixel data unreadable, the file may be truncated: {e}"),
+    })
+}
+
+/// Read a 16-bit unsigned greyscale TIFF (raw counts) as `[row, column]`.
+pub fn read_u16(path: &Path) -> Result<Array2<u16>, FormatError> {
+    let mut dec = open_decoder(path)?;
+    let (rows, cols) = dimensions(&mut dec, path)?;
+    let ct = dec.colortype().map_err(|e| FormatError::BadTiff {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    if ct != ColorType::Gray(16) {
+        return Err(FormatError::WrongPixelType {
+            path: path.to_path_buf(),
+            expected: "16-bit greyscale (raw counts)",
+            found: format!("{ct:?}"),
+            fix: "raw frames must be saved as 16-bit unsigned single-channel TIFF",
+        });
+    }
+    match decode(&mut dec, path)? {
+        DecodingResult::U16(data) => to_array(path, rows, cols, data),
+        other => Err(FormatError::WrongPixelType {
+            path: path.to_path_buf(),
+            expected: "16-bit unsigned integer samples",
+            found: result_kind(&other).to_string(),
+            fix: "raw frames must be saved as 16-bit unsigned single-channel TIFF",
+        }),
+    }
+}
+
+/// Read a 32-bit float greyscale TIFF (masters, radiance maps) as `[row, column]`.
+pub fn read_f32(path: &Path) -> Result<Array2<f32>, FormatError> {
+    let mut dec = open_decoder(path)?;
+    let (rows, cols) = dimensions(&mut dec, path)?;
+    match decode(&mut dec, path)? {
+        DecodingResult::F32(data) => to_array(path, rows, cols, data),
+        other => Err(FormatError::WrongPixelType {
+            path: path.to_path_buf(),
+            expected: "32-bit float greyscale",
+            found: result_kind(&other).to_string(),
+            fix: "calibration masters are 32-bit float TIFFs written by `lumiq calibrate`",
+        }),
+    }
+}
+
+fn result_kind(r: &DecodingResult) -> &'static str {
+    match r {
+        DecodingResult::U8(_) => "8-bit unsigned samples",
+        DecodingResult::U16(_) => "16-bit unsigned samples",
+        DecodingResult::U32(_) => "32-bit unsigned samples",
+        DecodingResult::U64(_) => "64-bit unsigned samples",
+        DecodingResult::F32(_) => "32-bit float samples",
+        DecodingResult::F64(_) => "64-bit float samples",
+        DecodingResult::I8(_) => "8-bit signed samples",
+        DecodingResult::I16(_) => "16-bit signed samples",
+        DecodingResult::I32(_) => "32-bit signed samples",
+        DecodingResult::I64(_) => "64-bit signed samples",
+        _ => "an unsupported sample type",
+    }
+}
+
+fn to_array<T>(path: &Path, rows: usize, cols: usize, data: Vec<T>) -> Result<Array2<T>, FormatError> {
+    let n = data.len();
+    Array2::from_shape_vec((rows, cols), data).map_err(|_| FormatError::BadTiff {
+        path: path.to_path_buf(),
+        detail: format!("expected {rows}x{cols} = {} samples, found {n} (multi-channel or truncated)", rows * cols),
+    })
+}
+
+/// Write a 16-bit greyscale TIFF.
+pub fn write_u16(path: &Path, frame: &Array2<u16>) -> Result<(), FormatError> {
+    let (rows, cols) = frame.dim();
+    let file = File::create(path).map_err(|e| FormatError::io(path, e))?;
+    let mut enc = TiffEncoder::new(BufWriter::new(file)).map_err(|e| tiff_write_err(path, e))?;
+    let data: Vec<u16> = frame.iter().copied().collect();
+    enc.write_image::<colortype::Gray16>(cols as u32, rows as u32, &data)
+        .map_err(|e| tiff_write_err(path, e))
+}
+
+/// Write a 32-bit float greyscale TIFF.
+pub fn write_f32(path: &Path, frame: &Array2<f32>) -> Result<(), FormatError> {
+    let (rows, cols) = frame.dim();
+    let file = File::create(path).map_err(|e| FormatError::io(path, e))?;
+    let mut enc = TiffEncoder::new(BufWriter::new(file)).map_err(|e| tiff_write_err(path, e))?;
+    let data: Vec<f32> = frame.iter().copied().collect();
+    enc.write_image::<colortype::Gray32Float>(cols as u32, rows as u32, &data)
+        .map_err(|e| tiff_write_err(path, e))
+}
+
+fn tiff_write_err(path: &Path, e: tiff::TiffError) -> FormatError {
+    match e {
+        tiff::TiffError::IoError(io) => FormatError::io(path, io),
+        other => FormatError::invalid(path, format!("cannot encode TIFF: {other}"), "check free disk space and permissions"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u16_round_trip_and_truncation_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.tif");
+        let frame = Array2::from_shape_fn((37, 53), |(r, c)| (r * 1000 + c) as u16);
+        write_u16(&p, &frame).unwrap();
+        assert_eq!(read_u16(&p).unwrap(), frame);
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+        let err = read_u16(&p).unwrap_err().to_string();
+        assert!(err.contains("f.tif"), "{err}");
+    }
+
+    #[test]
+    fn f32_file_is_refused_as_raw_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.tif");
+        write_f32(&p, &Array2::from_elem((4, 4), 1.5f32)).unwrap();
+        assert_eq!(read_f32(&p).unwrap()[[2, 2]], 1.5);
+        let err = read_u16(&p).unwrap_err().to_string();
+        assert!(err.contains("16-bit"), "{err}");
+    }
+}

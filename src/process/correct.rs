@@ -1,0 +1,285 @@
+//! Instrument-signature removal: raw counts → radiance, with a per-pixel variance model.
+//!
+//! `L = C · (S − B − D) / (t · b²) / FF` (see DESIGN.md). Owns: the conversion, the noise
+//! model (Poisson from electrons, read noise, master noise), saturation flags, bad-pixel
+//! repair, and the radial flat-field model IVIS folders carry. Does not own selecting the
+//! masters (the calibration-set reader does) nor cosmic rays (see `cosmic`).
+
+use ndarray::Array2;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::filters::window_median;
+use super::{FrameCalibration, FrameGeometry};
+
+/// Radial flat field `ff(r) = k0 + k1·r + k2·r² + k3·r³ + k4·r⁴`: the relative sensitivity
+/// at distance `r` (cm, at the object plane) from the optical axis, which sits `(x0_cm,
+/// y0_cm)` away from the image centre (x right, y down). `ff(0) ≈ 1` and it falls toward
+/// the edges (vignetting); radiance is divided by it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RadialFlat {
+    pub k: [f64; 5],
+    pub x0_cm: f64,
+    pub y0_cm: f64,
+}
+
+impl RadialFlat {
+    pub fn at_radius(&self, r_cm: f64) -> f64 {
+        self.k.iter().rev().fold(0.0, |acc, &k| acc * r_cm + k)
+    }
+
+    /// The relative sensitivity at a point given in cm from the image's top-left corner.
+    pub fn at(&self, x_cm: f64, y_cm: f64, width_cm: f64, height_cm: f64) -> f64 {
+        let dx = x_cm - (width_cm / 2.0 + self.x0_cm);
+        let dy = y_cm - (height_cm / 2.0 + self.y0_cm);
+        self.at_radius((dx * dx + dy * dy).sqrt())
+    }
+
+    /// Evaluate at every pixel centre of a `rows × cols` frame of square pixels.
+    pub fn to_frame(&self, rows: usize, cols: usize, pixel_size_cm: f64) -> Array2<f32> {
+        let w = cols as f64 * pixel_size_cm;
+        let h = rows as f64 * pixel_size_cm;
+        Array2::from_shape_fn((rows, cols), |(r, c)| {
+            self.at(
+                (c as f64 + 0.5) * pixel_size_cm,
+                (r as f64 + 0.5) * pixel_size_cm,
+                w,
+                h,
+            ) as f32
+        })
+    }
+}
+
+/// A frame after bias, dark and flat correction, in radiance units.
+#[derive(Debug, Clone)]
+pub struct CorrectedFrame {
+    /// Radiance, photons/s/cm²/sr (gross: background still in).
+    pub radiance: Array2<f32>,
+    /// Shot-noise variance (signal + dark electrons), radiance².
+    pub var_poisson: Array2<f32>,
+    /// Read-noise and master-frame variance, radiance².
+    pub var_read: Array2<f32>,
+    /// Raw value at or above the sensor's saturation level.
+    pub saturated: Array2<bool>,
+    /// Radiance per ADU at each pixel: `C / (t·b²·FF)`.
+    pub radiance_per_adu: Array2<f32>,
+}
+
+/// Why a frame cannot be corrected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CorrectionError {
+    #[error("{what} is {found_rows}x{found_cols} but the frame is {rows}x{cols}: use a calibration made at the frame's binning and size")]
+    ShapeMismatch {
+        what: &'static str,
+        rows: usize,
+        cols: usize,
+        found_rows: usize,
+        found_cols: usize,
+    },
+    #[error("flat field has {count} pixels that are zero, negative or not a number (first at row {row}, column {col}): rebuild the flat with `lumiq calibrate flat`")]
+    BadFlat { count: usize, row: usize, col: usize },
+    #[error("exposure {exposure_s} s is not positive: the acquisition metadata is wrong")]
+    BadExposure { exposure_s: f64 },
+}
+
+fn check_shape<T>(what: &'static str, a: &Array2<T>, rows: usize, cols: usize) -> Result<(), CorrectionError> {
+    let (fr, fc) = a.dim();
+    if (fr, fc) != (rows, cols) {
+        return Err(CorrectionError::ShapeMismatch {
+            what,
+            rows,
+            cols,
+            found_rows: fr,
+            found_cols: fc,
+        });
+    }
+    Ok(())
+}
+
+/// Check that every calibration array fits the frame and the flat is usable.
+pub fn validate(raw_dim: (usize, usize), cal: &FrameCalibration, geom: &FrameGeometry) -> Result<(), CorrectionError> {
+    let (rows, cols) = raw_dim;
+    check_shape("master bias", &cal.bias_adu, rows, cols)?;
+    if let Some(d) = &cal.dark_adu {
+        check_shape("dark frame", d, rows, cols)?;
+    }
+    check_shape("flat field", &cal.flat, rows, cols)?;
+    check_shape("bad-pixel map", &cal.bad_pixels, rows, cols)?;
+    if !(geom.exposure_s > 0.0) {
+        return Err(CorrectionError::BadExposure { exposure_s: geom.exposure_s });
+    }
+    let mut bad = cal.flat.indexed_iter().filter(|(_, v)| !(v.is_finite() && **v > 0.0));
+    if let Some(((row, col), _)) = bad.next() {
+        return Err(CorrectionError::BadFlat {
+            count: 1 + bad.count(),
+            row,
+            col,
+        });
+    }
+    Ok(())
+}
+
+/// Convert raw counts to radiance with its variance. The caller has run [`validate`].
+pub fn correct(raw: &Array2<u16>, cal: &FrameCalibration, geom: &FrameGeometry) -> CorrectedFrame {
+    let dim = raw.dim();
+    let gain = cal.sensor.gain_e_per_adu as f32;
+    let read_var_adu2 = (cal.sensor.read_noise_e as f32 / gain).powi(2)
+        + cal.bias_var_adu2
+        + if cal.dark_adu.is_some() { cal.dark_var_adu2 } else { 0.0 };
+    let saturation = cal.sensor.saturation_adu as f32;
+    let base = (cal.coefficient / (geom.exposure_s * (geom.binning as f64).powi(2))) as f32;
+
+    let n = raw.len();
+    let mut radiance = vec![0f32; n];
+    let mut var_poisson = vec![0f32; n];
+    let mut var_read = vec![0f32; n];
+    let mut saturated = vec![false; n];
+    let mut per_adu = vec![0f32; n];
+    let raw_s = raw.as_standard_layout();
+    let bias_s = cal.bias_adu.as_standard_layout();
+    let flat_s = cal.flat.as_standard_layout();
+    let dark_s = cal.dark_adu.as_ref().map(|d| d.as_standard_layout());
+    let raw_v = raw_s.as_slice().expect("standard layout");
+    let bias_v = bias_s.as_slice().expect("standard layout");
+    let flat_v = flat_s.as_slice().expect("standard layout");
+    let dark_v = dark_s.as_ref().map(|d| d.as_slice().expect("standard layout"));
+    let cols = dim.1.max(1);
+    radiance
+        .par_chunks_mut(cols)
+        .zip(var_poisson.par_chunks_mut(cols))
+        .zip(var_read.par_chunks_mut(cols))
+        .zip(saturated.par_chunks_mut(cols))
+        .zip(per_adu.par_chunks_mut(cols))
+        .enumerate()
+        .for_each(|(row, ((((l, vp), vr), sat), k_out))| {
+            let off = row * cols;
+            for i in 0..l.len() {
+                let j = off + i;
+                let s = raw_v[j] as f32;
+                let d = dark_v.map_or(0.0, |d| d[j]);
+                let k = base / flat_v[j];
+                let above_bias = s - bias_v[j];
+                l[i] = k * (above_bias - d);
+                vp[i] = k * k * above_bias.max(0.0) / gain;
+                vr[i] = k * k * read_var_adu2;
+                sat[i] = s >= saturation;
+                k_out[i] = k;
+            }
+        });
+    let shape = |v| Array2::from_shape_vec(dim, v).expect("same length as the frame");
+    let radiance = shape(radiance);
+    let var_poisson = shape(var_poisson);
+    let var_read = shape(var_read);
+    let per_adu = shape(per_adu);
+    let saturated = Array2::from_shape_vec(dim, saturated).expect("same length as the frame");
+    CorrectedFrame {
+        radiance,
+        var_poisson,
+        var_read,
+        saturated,
+        radiance_per_adu: per_adu,
+    }
+}
+
+/// Replace every pixel in `mask` by the median of the good pixels around it (growing the
+/// window until some are found), in the radiance and both variance maps. Returns how many
+/// pixels were replaced.
+pub fn repair_pixels(frame: &mut CorrectedFrame, mask: &Array2<bool>) -> usize {
+    let mut buf = Vec::with_capacity(49);
+    let mut n = 0;
+    let targets: Vec<(usize, usize)> = mask.indexed_iter().filter(|(_, &b)| b).map(|(i, _)| i).collect();
+    for &(r, c) in &targets {
+        for half in [1usize, 2, 3, 5, 8] {
+            let Some(v) = window_median(&frame.radiance, Some(mask), r, c, half, &mut buf) else {
+                continue;
+            };
+            let vp = window_median(&frame.var_poisson, Some(mask), r, c, half, &mut buf).unwrap_or(0.0);
+            let vr = window_median(&frame.var_read, Some(mask), r, c, half, &mut buf).unwrap_or(0.0);
+            frame.radiance[[r, c]] = v;
+            // The median of m samples has about π/2 / m of one sample's variance; the pixel
+            // also stands in for a value we never saw, so keep one sample's variance.
+            frame.var_poisson[[r, c]] = vp;
+            frame.var_read[[r, c]] = vr;
+            n += 1;
+            break;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::SensorFacts;
+
+    fn cal(rows: usize, cols: usize) -> FrameCalibration {
+        FrameCalibration {
+            bias_adu: Array2::from_elem((rows, cols), 500.0),
+            bias_var_adu2: 0.0,
+            dark_adu: Some(Array2::from_elem((rows, cols), 20.0)),
+            dark_var_adu2: 0.0,
+            flat: Array2::from_elem((rows, cols), 0.5),
+            bad_pixels: Array2::from_elem((rows, cols), false),
+            coefficient: 1.0e6,
+            coefficient_rel_uncertainty: 0.0,
+            sensor: SensorFacts {
+                gain_e_per_adu: 2.0,
+                read_noise_e: 4.0,
+                saturation_adu: 60000.0,
+                pixel_pitch_um: 13.5,
+            },
+        }
+    }
+
+    #[test]
+    fn follows_the_design_formula() {
+        let raw = Array2::from_elem((4, 4), 1520u16);
+        let geom = FrameGeometry { exposure_s: 10.0, binning: 2, fov_cm: 10.0 };
+        let c = cal(4, 4);
+        validate(raw.dim(), &c, &geom).unwrap();
+        let f = correct(&raw, &c, &geom);
+        // L = C (S - B - D) / (t b^2) / FF = 1e6 * 1000 / 40 / 0.5
+        assert!((f.radiance[[1, 1]] - 5.0e7).abs() < 1.0);
+        // Poisson variance: (S-B)/g ADU² = 510 → times k² with k = 1e6/40/0.5 = 5e4
+        let k = 5.0e4f32;
+        assert!((f.var_poisson[[0, 0]] / (k * k) - 510.0).abs() < 0.01);
+        assert!((f.var_read[[0, 0]] / (k * k) - 4.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn flat_with_zero_or_nan_is_refused() {
+        let geom = FrameGeometry { exposure_s: 1.0, binning: 1, fov_cm: 10.0 };
+        let mut c = cal(3, 3);
+        c.flat[[1, 2]] = 0.0;
+        c.flat[[2, 2]] = f32::NAN;
+        let e = validate((3, 3), &c, &geom).unwrap_err();
+        assert_eq!(e, CorrectionError::BadFlat { count: 2, row: 1, col: 2 });
+    }
+
+    #[test]
+    fn calibration_of_another_size_is_refused() {
+        let geom = FrameGeometry { exposure_s: 1.0, binning: 1, fov_cm: 10.0 };
+        let e = validate((6, 6), &cal(3, 3), &geom).unwrap_err();
+        assert!(e.to_string().contains("binning"));
+    }
+
+    #[test]
+    fn radial_flat_darkens_edges() {
+        let f = RadialFlat { k: [1.0, 0.0, -0.002, 0.0, 0.0], x0_cm: 0.0, y0_cm: 0.0 };
+        let m = f.to_frame(64, 64, 0.35);
+        assert!(m[[32, 32]] > m[[0, 0]]);
+        assert!((m[[31, 31]] - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn repaired_pixel_takes_neighbour_median() {
+        let raw = Array2::from_shape_fn((5, 5), |(r, c)| if (r, c) == (2, 2) { 60000 } else { 1520 });
+        let geom = FrameGeometry { exposure_s: 10.0, binning: 2, fov_cm: 10.0 };
+        let c = cal(5, 5);
+        let mut f = correct(&raw, &c, &geom);
+        let mut m = Array2::from_elem((5, 5), false);
+        m[[2, 2]] = true;
+        assert_eq!(repair_pixels(&mut f, &m), 1);
+        assert!((f.radiance[[2, 2]] - 5.0e7).abs() < 1.0);
+    }
+}

@@ -1,0 +1,379 @@
+//! The scene in front of the simulated camera: mice on the stage, luminescent tumours of
+//! known total flux and varied shapes, a smooth background, and the acquisition itself.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::instrument::{Instrument, ReadoutSpec};
+use crate::acquisition::{AcquisitionMeta, PhotographMeta};
+
+/// What to simulate. Fluxes in photons/s, radiances in photons/s/cm²/sr, lengths in cm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SceneSpec {
+    pub seed: u64,
+    pub binning: u32,
+    pub exposure_s: f64,
+    pub f_number: f64,
+    pub fov_cm: f64,
+    pub sensor_temp_c: f64,
+    pub mice: usize,
+    /// Tumours per mouse, inclusive range.
+    pub tumours_per_mouse: (usize, usize),
+    /// Total flux range of a tumour, photons/s (drawn log-uniformly).
+    pub flux_range: (f64, f64),
+    /// Gaussian sigma range of a tumour's light distribution, cm.
+    pub sigma_range_cm: (f64, f64),
+    /// Place one pair of touching tumours on the first mouse.
+    pub touching_pair: bool,
+    /// Peak autoluminescence over each mouse body.
+    pub autoluminescence_radiance: f64,
+    /// Light leak: a linear gradient rising from 0 at the left edge to this at the right.
+    pub light_leak_radiance: f64,
+    pub cosmic_rays: bool,
+    pub photograph: bool,
+}
+
+impl Default for SceneSpec {
+    fn default() -> Self {
+        SceneSpec {
+            seed: 1,
+            binning: 8,
+            exposure_s: 60.0,
+            f_number: 1.0,
+            fov_cm: 22.4,
+            sensor_temp_c: -90.0,
+            mice: 5,
+            tumours_per_mouse: (1, 2),
+            flux_range: (2.0e6, 2.0e8),
+            sigma_range_cm: (0.12, 0.3),
+            touching_pair: false,
+            autoluminescence_radiance: 2.0e3,
+            light_leak_radiance: 1.0e3,
+            cosmic_rays: true,
+            photograph: true,
+        }
+    }
+}
+
+/// The known answer for one tumour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrueTumour {
+    pub id: usize,
+    /// Index of the mouse (left to right) it sits on.
+    pub mouse: usize,
+    /// Centre of the light distribution in the luminescent pixel grid (first centre 0.5).
+    pub centre_px: [f64; 2],
+    /// Total flux as imaged: 4π Σ L̄·A over the frame, photons/s.
+    pub total_flux: f64,
+    /// Peak mean-pixel radiance, photons/s/cm²/sr.
+    pub peak_radiance: f64,
+    pub sigma_major_cm: f64,
+    pub sigma_minor_cm: f64,
+    pub angle_deg: f64,
+    /// "gaussian", "flat_top" or "two_lobed".
+    pub shape: String,
+}
+
+/// A mouse on the stage: an ellipse in cm from the image's top-left corner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrueMouse {
+    pub subject_id: String,
+    pub centre_cm: [f64; 2],
+    pub half_width_cm: f64,
+    pub half_length_cm: f64,
+}
+
+/// Ground truth of one simulated acquisition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Truth {
+    pub spec: SceneSpec,
+    pub coefficient: f64,
+    pub pixel_area_cm2: f64,
+    pub mice: Vec<TrueMouse>,
+    pub tumours: Vec<TrueTumour>,
+}
+
+/// One simulated acquisition: what the camera produced and what was really there.
+#[derive(Debug, Clone)]
+pub struct SimulatedAcquisition {
+    pub meta: AcquisitionMeta,
+    pub luminescent_adu: Array2<u16>,
+    pub photograph_adu: Option<Array2<u16>>,
+    pub truth: Truth,
+    /// Noise-free tumour radiance, mean over each pixel.
+    pub tumour_radiance: Array2<f32>,
+    /// Noise-free background radiance (autoluminescence + leak) at each pixel centre.
+    pub background_radiance: Array2<f32>,
+}
+
+/// Shape of one tumour's light: unit-integral density (1/cm²) at an offset (cm).
+fn density(t: &TrueTumour, dx: f64, dy: f64) -> f64 {
+    let a = t.angle_deg.to_radians();
+    let (s, c) = a.sin_cos();
+    let u = dx * c + dy * s;
+    let v = -dx * s + dy * c;
+    let (sa, sb) = (t.sigma_major_cm, t.sigma_minor_cm);
+    let q = (u / sa).powi(2) + (v / sb).powi(2);
+    match t.shape.as_str() {
+        // exp(-(q/2)^2): integral = π·sa·sb·Γ(1/2)·... normalised numerically below.
+        "flat_top" => (-(q / 2.0).powi(2)).exp(),
+        "two_lobed" => {
+            let d = 0.9 * sa;
+            let q1 = ((u - d) / (0.6 * sa)).powi(2) + (v / sb).powi(2);
+            let q2 = ((u + d) / (0.6 * sa)).powi(2) + (v / sb).powi(2);
+            (-q1 / 2.0).exp() + 0.6 * (-q2 / 2.0).exp()
+        }
+        _ => (-q / 2.0).exp(),
+    }
+}
+
+/// Render a tumour's mean-pixel radiance into `out`, normalised so 4π Σ L̄·A = `flux`.
+fn render_tumour(t: &TrueTumour, flux: f64, pixel_cm: f64, out: &mut Array2<f32>) -> f64 {
+    let (rows, cols) = out.dim();
+    const SUB: usize = 4;
+    let reach_cm = 5.0 * t.sigma_major_cm.max(t.sigma_minor_cm) * 1.6;
+    let cx = t.centre_px[0];
+    let cy = t.centre_px[1];
+    let reach_px = (reach_cm / pixel_cm).ceil() as isize;
+    let r0 = ((cy as isize) - reach_px).max(0) as usize;
+    let r1 = ((cy as isize) + reach_px).min(rows as isize - 1).max(0) as usize;
+    let c0 = ((cx as isize) - reach_px).max(0) as usize;
+    let c1 = ((cx as isize) + reach_px).min(cols as isize - 1).max(0) as usize;
+    let mut patch = Array2::<f64>::zeros((r1 - r0 + 1, c1 - c0 + 1));
+    let mut sum = 0.0;
+    for r in r0..=r1 {
+        for c in c0..=c1 {
+            let mut acc = 0.0;
+            for i in 0..SUB {
+                for j in 0..SUB {
+                    let x = c as f64 + (j as f64 + 0.5) / SUB as f64;
+                    let y = r as f64 + (i as f64 + 0.5) / SUB as f64;
+                    acc += density(t, (x - cx) * pixel_cm, (y - cy) * pixel_cm);
+                }
+            }
+            let v = acc / (SUB * SUB) as f64;
+            patch[[r - r0, c - c0]] = v;
+            sum += v;
+        }
+    }
+    let area = pixel_cm * pixel_cm;
+    // Radiance scale so that 4π Σ L·A = flux.
+    let scale = flux / (4.0 * std::f64::consts::PI * sum * area);
+    let mut peak = 0.0f64;
+    for ((pr, pc), v) in patch.indexed_iter() {
+        let l = v * scale;
+        peak = peak.max(l);
+        out[[r0 + pr, c0 + pc]] += l as f32;
+    }
+    peak
+}
+
+fn base_time(seed: u64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).single().expect("valid date") + Duration::minutes((seed % 10_000) as i64 * 7)
+}
+
+/// Simulate one acquisition: photograph (if asked) and luminescent frame, with truth.
+pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcquisition {
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let n = inst.frame_px(spec.binning);
+    let pixel_cm = spec.fov_cm / n as f64;
+    let area = pixel_cm * pixel_cm;
+
+    // Mice side by side, heads up, evenly spaced across the field.
+    let spacing = spec.fov_cm / spec.mice.max(1) as f64;
+    let mice: Vec<TrueMouse> = (0..spec.mice)
+        .map(|m| TrueMouse {
+            subject_id: format!("M{:03}", 101 + m),
+            centre_cm: [
+                spacing * (m as f64 + 0.5) + rng.random_range(-0.15..0.15) * spacing,
+                spec.fov_cm * 0.5 + rng.random_range(-0.5..0.5),
+            ],
+            half_width_cm: (0.42 * spacing).min(1.5),
+            half_length_cm: (0.3 * spec.fov_cm).min(4.5),
+        })
+        .collect();
+
+    // Tumours on the mice, kept apart unless a touching pair is wanted.
+    let mut tumours: Vec<TrueTumour> = Vec::new();
+    let shapes = ["gaussian", "gaussian", "flat_top", "two_lobed"];
+    for (mi, mouse) in mice.iter().enumerate() {
+        let count = rng.random_range(spec.tumours_per_mouse.0..=spec.tumours_per_mouse.1);
+        let mut placed = 0;
+        let mut attempts = 0;
+        while placed < count && attempts < 200 {
+            attempts += 1;
+            let sa = rng.random_range(spec.sigma_range_cm.0..=spec.sigma_range_cm.1);
+            let sb = sa * rng.random_range(0.6..=1.0);
+            let x = mouse.centre_cm[0] + rng.random_range(-0.6..0.6) * mouse.half_width_cm;
+            let y = mouse.centre_cm[1] + rng.random_range(-0.7..0.7) * mouse.half_length_cm;
+            let clear = tumours.iter().all(|o| {
+                let d = ((o.centre_px[0] * pixel_cm - x).powi(2) + (o.centre_px[1] * pixel_cm - y).powi(2)).sqrt();
+                d > 5.0 * (o.sigma_major_cm + sa) + 0.3
+            });
+            if !clear {
+                continue;
+            }
+            let flux = (rng.random_range(spec.flux_range.0.ln()..=spec.flux_range.1.ln())).exp();
+            tumours.push(TrueTumour {
+                id: tumours.len() + 1,
+                mouse: mi,
+                centre_px: [x / pixel_cm, y / pixel_cm],
+                total_flux: flux,
+                peak_radiance: 0.0,
+                sigma_major_cm: sa,
+                sigma_minor_cm: sb,
+                angle_deg: rng.random_range(0.0..180.0),
+                shape: shapes[rng.random_range(0..shapes.len())].to_string(),
+            });
+            placed += 1;
+        }
+    }
+    if spec.touching_pair {
+        if let Some(first) = tumours.iter().position(|t| t.mouse == 0) {
+            let t = tumours[first].clone();
+            let sep_cm = 2.6 * t.sigma_major_cm.max(0.15);
+            let flux = t.total_flux * rng.random_range(0.5..1.0);
+            tumours.push(TrueTumour {
+                id: tumours.len() + 1,
+                centre_px: [t.centre_px[0] + sep_cm / pixel_cm, t.centre_px[1] + 0.3 * sep_cm / pixel_cm],
+                total_flux: flux,
+                shape: "gaussian".into(),
+                angle_deg: 0.0,
+                sigma_minor_cm: t.sigma_major_cm,
+                ..t
+            });
+        }
+    }
+
+    // Render tumour light and background.
+    let mut tumour_radiance = Array2::<f32>::zeros((n, n));
+    for t in tumours.iter_mut() {
+        let mut own = Array2::<f32>::zeros((n, n));
+        let peak = render_tumour(t, t.total_flux, pixel_cm, &mut own);
+        t.peak_radiance = peak;
+        // The imaged flux is what lands on the frame (a tumour cut by the edge loses light).
+        t.total_flux = 4.0 * std::f64::consts::PI * own.iter().map(|&v| v as f64).sum::<f64>() * area;
+        tumour_radiance += &own;
+    }
+    let background_radiance = Array2::from_shape_fn((n, n), |(r, c)| {
+        let x = (c as f64 + 0.5) * pixel_cm;
+        let y = (r as f64 + 0.5) * pixel_cm;
+        let leak = spec.light_leak_radiance * x / spec.fov_cm;
+        let auto: f64 = mice
+            .iter()
+            .map(|m| {
+                let u = (x - m.centre_cm[0]) / (1.2 * m.half_width_cm);
+                let v = (y - m.centre_cm[1]) / (1.2 * m.half_length_cm);
+                spec.autoluminescence_radiance * (-(u * u + v * v) * 1.5).exp()
+            })
+            .sum();
+        (leak + auto) as f32
+    });
+
+    // Forward model: radiance → expected photo-electrons per binned pixel.
+    let coefficient = inst.coefficient(spec.fov_cm, spec.f_number);
+    let vig = inst.vignetting_frame(spec.binning, spec.fov_cm);
+    let b2 = (spec.binning as f64).powi(2);
+    let gain = inst.sensor.gain_e_per_adu;
+    let mut signal_e = Array2::<f32>::zeros((n, n));
+    ndarray::Zip::from(&mut signal_e)
+        .and(&tumour_radiance)
+        .and(&background_radiance)
+        .and(&vig)
+        .for_each(|s, &lt, &lb, &ff| {
+            let adu = (lt as f64 + lb as f64) * spec.exposure_s * b2 * ff as f64 / coefficient;
+            *s = (adu * gain) as f32;
+        });
+    let readout = ReadoutSpec {
+        binning: spec.binning,
+        exposure_s: spec.exposure_s,
+        sensor_temp_c: spec.sensor_temp_c,
+        cosmic_rays: spec.cosmic_rays,
+    };
+    let luminescent_adu = inst.read_out(&readout, Some(&signal_e), &mut rng);
+
+    let photo_binning = (spec.binning / 2).max(1);
+    let photograph_adu = spec.photograph.then(|| photograph(inst, spec, &mice, photo_binning, &mut rng));
+
+    let acquired_at = base_time(spec.seed);
+    let meta = AcquisitionMeta {
+        instrument_id: inst.instrument_id.clone(),
+        acquired_at,
+        exposure_s: spec.exposure_s,
+        binning: spec.binning,
+        f_number: spec.f_number,
+        fov_cm: spec.fov_cm,
+        sensor_temp_c: spec.sensor_temp_c,
+        emission_filter: "open".into(),
+        shelf: Some("D".into()),
+        study_id: Some("SIM-STUDY-1".into()),
+        subject_ids: mice.iter().map(|m| m.subject_id.clone()).collect(),
+        injection_time: Some(acquired_at - Duration::minutes(12)),
+        view: Some("dorsal".into()),
+        photograph: spec.photograph.then_some(PhotographMeta { exposure_s: 0.2, binning: photo_binning }),
+    };
+    SimulatedAcquisition {
+        meta,
+        luminescent_adu,
+        photograph_adu,
+        truth: Truth {
+            spec: spec.clone(),
+            coefficient,
+            pixel_area_cm2: area,
+            mice,
+            tumours,
+        },
+        tumour_radiance,
+        background_radiance,
+    }
+}
+
+/// The LED-lit photograph: bright mice on a dark stage, light falling off to one side.
+fn photograph(inst: &Instrument, spec: &SceneSpec, mice: &[TrueMouse], binning: u32, rng: &mut ChaCha8Rng) -> Array2<u16> {
+    let n = inst.frame_px(binning);
+    let pixel_cm = spec.fov_cm / n as f64;
+    let signal = Array2::from_shape_fn((n, n), |(r, c)| {
+        let x = (c as f64 + 0.5) * pixel_cm;
+        let y = (r as f64 + 0.5) * pixel_cm;
+        let light = 0.75 + 0.25 * (1.0 - x / spec.fov_cm);
+        let on_mouse = mice.iter().any(|m| {
+            let u = (x - m.centre_cm[0]) / m.half_width_cm;
+            let v = (y - m.centre_cm[1]) / m.half_length_cm;
+            u * u + v * v <= 1.0
+        });
+        let reflectance = if on_mouse { 0.8 } else { 0.12 };
+        (30_000.0 * light * reflectance) as f32
+    });
+    let readout = ReadoutSpec { binning, exposure_s: 0.2, sensor_temp_c: spec.sensor_temp_c, cosmic_rays: false };
+    inst.read_out(&readout, Some(&signal), rng)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truth_flux_matches_the_rendered_radiance() {
+        let inst = Instrument { sensor_px: 512, ..Instrument::default() };
+        let spec = SceneSpec { binning: 4, mice: 2, photograph: false, ..SceneSpec::default() };
+        let sim = simulate_acquisition(&inst, &spec);
+        assert!(!sim.truth.tumours.is_empty());
+        let total: f64 = sim.truth.tumours.iter().map(|t| t.total_flux).sum();
+        let rendered = 4.0 * std::f64::consts::PI * sim.tumour_radiance.iter().map(|&v| v as f64).sum::<f64>() * sim.truth.pixel_area_cm2;
+        assert!((total - rendered).abs() / total < 1e-4);
+    }
+
+    #[test]
+    fn same_seed_same_frame() {
+        let inst = Instrument { sensor_px: 256, ..Instrument::default() };
+        let spec = SceneSpec { binning: 4, mice: 1, ..SceneSpec::default() };
+        let a = simulate_acquisition(&inst, &spec);
+        let b = simulate_acquisition(&inst, &spec);
+        assert_eq!(a.luminescent_adu, b.luminescent_adu);
+        assert_eq!(a.truth, b.truth);
+    }
+}

@@ -1,0 +1,1 @@
+//! Writing simulated acquisitions to disk (being written).
