@@ -25,7 +25,10 @@ fn open_decoder(path: &Path) -> Result<Decoder<BufReader<File>>, FormatError> {
     Ok(decoder.with_limits(Limits::unlimited()))
 }
 
-fn dimensions(dec: &mut Decoder<BufReader<File>>, path: &Path) -> Result<(usize, usize), FormatError> {
+fn dimensions(
+    dec: &mut Decoder<BufReader<File>>,
+    path: &Path,
+) -> Result<(usize, usize), FormatError> {
     let (w, h) = dec.dimensions().map_err(|e| FormatError::BadTiff {
         path: path.to_path_buf(),
         detail: e.to_string(),
@@ -105,11 +108,19 @@ fn result_kind(r: &DecodingResult) -> &'static str {
     }
 }
 
-fn to_array<T>(path: &Path, rows: usize, cols: usize, data: Vec<T>) -> Result<Array2<T>, FormatError> {
+fn to_array<T>(
+    path: &Path,
+    rows: usize,
+    cols: usize,
+    data: Vec<T>,
+) -> Result<Array2<T>, FormatError> {
     let n = data.len();
     Array2::from_shape_vec((rows, cols), data).map_err(|_| FormatError::BadTiff {
         path: path.to_path_buf(),
-        detail: format!("expected {rows}x{cols} = {} samples, found {n} (multi-channel or truncated)", rows * cols),
+        detail: format!(
+            "expected {rows}x{cols} = {} samples, found {n} (multi-channel or truncated)",
+            rows * cols
+        ),
     })
 }
 
@@ -136,7 +147,11 @@ pub fn write_f32(path: &Path, frame: &Array2<f32>) -> Result<(), FormatError> {
 fn tiff_write_err(path: &Path, e: tiff::TiffError) -> FormatError {
     match e {
         tiff::TiffError::IoError(io) => FormatError::io(path, io),
-        other => FormatError::invalid(path, format!("cannot encode TIFF: {other}"), "check free disk space and permissions"),
+        other => FormatError::invalid(
+            path,
+            format!("cannot encode TIFF: {other}"),
+            "check free disk space and permissions",
+        ),
     }
 }
 

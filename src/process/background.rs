@@ -33,12 +33,18 @@ pub struct BackgroundModel {
 
 impl BackgroundModel {
     /// Fit the background of `frame`, ignoring pixels where `exclude` is true.
-    pub fn fit(frame: &Array2<f32>, exclude: &Array2<bool>, box_px: usize, clip_sigma: f64) -> BackgroundModel {
+    pub fn fit(
+        frame: &Array2<f32>,
+        exclude: &Array2<bool>,
+        box_px: usize,
+        clip_sigma: f64,
+    ) -> BackgroundModel {
         let (rows, cols) = frame.dim();
         let box_px = box_px.clamp(4, rows.max(cols));
         let ny = rows.div_ceil(box_px);
         let nx = cols.div_ceil(box_px);
-        let cells: Vec<(usize, usize)> = (0..ny).flat_map(|y| (0..nx).map(move |x| (y, x))).collect();
+        let cells: Vec<(usize, usize)> =
+            (0..ny).flat_map(|y| (0..nx).map(move |x| (y, x))).collect();
         let estimates: Vec<Option<(f32, f32, f32)>> = cells
             .par_iter()
             .map(|&(cy, cx)| {
@@ -150,7 +156,12 @@ impl BackgroundModel {
 
 /// Fill invalid cells with the mean of valid cells at the smallest ring distance that has
 /// any; the filled cell's error is the largest error among those it came from, doubled.
-fn fill_invalid(mesh: &mut Array2<f32>, rms: &mut Array2<f32>, err: &mut Array2<f32>, valid: &Array2<bool>) -> usize {
+fn fill_invalid(
+    mesh: &mut Array2<f32>,
+    rms: &mut Array2<f32>,
+    err: &mut Array2<f32>,
+    valid: &Array2<bool>,
+) -> usize {
     let (ny, nx) = mesh.dim();
     let mut filled = 0;
     if !valid.iter().any(|&v| v) {

@@ -77,12 +77,21 @@ pub enum CorrectionError {
         found_cols: usize,
     },
     #[error("flat field has {count} pixels that are zero, negative or not a number (first at row {row}, column {col}): rebuild the flat with `lumiq calibrate flat`")]
-    BadFlat { count: usize, row: usize, col: usize },
+    BadFlat {
+        count: usize,
+        row: usize,
+        col: usize,
+    },
     #[error("exposure {exposure_s} s is not positive: the acquisition metadata is wrong")]
     BadExposure { exposure_s: f64 },
 }
 
-fn check_shape<T>(what: &'static str, a: &Array2<T>, rows: usize, cols: usize) -> Result<(), CorrectionError> {
+fn check_shape<T>(
+    what: &'static str,
+    a: &Array2<T>,
+    rows: usize,
+    cols: usize,
+) -> Result<(), CorrectionError> {
     let (fr, fc) = a.dim();
     if (fr, fc) != (rows, cols) {
         return Err(CorrectionError::ShapeMismatch {
@@ -97,7 +106,11 @@ fn check_shape<T>(what: &'static str, a: &Array2<T>, rows: usize, cols: usize) -
 }
 
 /// Check that every calibration array fits the frame and the flat is usable.
-pub fn validate(raw_dim: (usize, usize), cal: &FrameCalibration, geom: &FrameGeometry) -> Result<(), CorrectionError> {
+pub fn validate(
+    raw_dim: (usize, usize),
+    cal: &FrameCalibration,
+    geom: &FrameGeometry,
+) -> Result<(), CorrectionError> {
     let (rows, cols) = raw_dim;
     check_shape("master bias", &cal.bias_adu, rows, cols)?;
     if let Some(d) = &cal.dark_adu {
@@ -106,9 +119,14 @@ pub fn validate(raw_dim: (usize, usize), cal: &FrameCalibration, geom: &FrameGeo
     check_shape("flat field", &cal.flat, rows, cols)?;
     check_shape("bad-pixel map", &cal.bad_pixels, rows, cols)?;
     if !(geom.exposure_s > 0.0) {
-        return Err(CorrectionError::BadExposure { exposure_s: geom.exposure_s });
+        return Err(CorrectionError::BadExposure {
+            exposure_s: geom.exposure_s,
+        });
     }
-    let mut bad = cal.flat.indexed_iter().filter(|(_, v)| !(v.is_finite() && **v > 0.0));
+    let mut bad = cal
+        .flat
+        .indexed_iter()
+        .filter(|(_, v)| !(v.is_finite() && **v > 0.0));
     if let Some(((row, col), _)) = bad.next() {
         return Err(CorrectionError::BadFlat {
             count: 1 + bad.count(),
@@ -125,7 +143,11 @@ pub fn correct(raw: &Array2<u16>, cal: &FrameCalibration, geom: &FrameGeometry) 
     let gain = cal.sensor.gain_e_per_adu as f32;
     let read_var_adu2 = (cal.sensor.read_noise_e as f32 / gain).powi(2)
         + cal.bias_var_adu2
-        + if cal.dark_adu.is_some() { cal.dark_var_adu2 } else { 0.0 };
+        + if cal.dark_adu.is_some() {
+            cal.dark_var_adu2
+        } else {
+            0.0
+        };
     let saturation = cal.sensor.saturation_adu as f32;
     let base = (cal.coefficient / (geom.exposure_s * (geom.binning as f64).powi(2))) as f32;
 
@@ -142,7 +164,9 @@ pub fn correct(raw: &Array2<u16>, cal: &FrameCalibration, geom: &FrameGeometry) 
     let raw_v = raw_s.as_slice().expect("standard layout");
     let bias_v = bias_s.as_slice().expect("standard layout");
     let flat_v = flat_s.as_slice().expect("standard layout");
-    let dark_v = dark_s.as_ref().map(|d| d.as_slice().expect("standard layout"));
+    let dark_v = dark_s
+        .as_ref()
+        .map(|d| d.as_slice().expect("standard layout"));
     let cols = dim.1.max(1);
     radiance
         .par_chunks_mut(cols)
@@ -187,14 +211,20 @@ pub fn correct(raw: &Array2<u16>, cal: &FrameCalibration, geom: &FrameGeometry) 
 pub fn repair_pixels(frame: &mut CorrectedFrame, mask: &Array2<bool>) -> usize {
     let mut buf = Vec::with_capacity(49);
     let mut n = 0;
-    let targets: Vec<(usize, usize)> = mask.indexed_iter().filter(|(_, &b)| b).map(|(i, _)| i).collect();
+    let targets: Vec<(usize, usize)> = mask
+        .indexed_iter()
+        .filter(|(_, &b)| b)
+        .map(|(i, _)| i)
+        .collect();
     for &(r, c) in &targets {
         for half in [1usize, 2, 3, 5, 8] {
             let Some(v) = window_median(&frame.radiance, Some(mask), r, c, half, &mut buf) else {
                 continue;
             };
-            let vp = window_median(&frame.var_poisson, Some(mask), r, c, half, &mut buf).unwrap_or(0.0);
-            let vr = window_median(&frame.var_read, Some(mask), r, c, half, &mut buf).unwrap_or(0.0);
+            let vp =
+                window_median(&frame.var_poisson, Some(mask), r, c, half, &mut buf).unwrap_or(0.0);
+            let vr =
+                window_median(&frame.var_read, Some(mask), r, c, half, &mut buf).unwrap_or(0.0);
             frame.radiance[[r, c]] = v;
             // The median of m samples has about π/2 / m of one sample's variance; the pixel
             // also stands in for a value we never saw, so keep one sample's variance.
@@ -234,7 +264,11 @@ mod tests {
     #[test]
     fn follows_the_design_formula() {
         let raw = Array2::from_elem((4, 4), 1520u16);
-        let geom = FrameGeometry { exposure_s: 10.0, binning: 2, fov_cm: 10.0 };
+        let geom = FrameGeometry {
+            exposure_s: 10.0,
+            binning: 2,
+            fov_cm: 10.0,
+        };
         let c = cal(4, 4);
         validate(raw.dim(), &c, &geom).unwrap();
         let f = correct(&raw, &c, &geom);
@@ -248,24 +282,43 @@ mod tests {
 
     #[test]
     fn flat_with_zero_or_nan_is_refused() {
-        let geom = FrameGeometry { exposure_s: 1.0, binning: 1, fov_cm: 10.0 };
+        let geom = FrameGeometry {
+            exposure_s: 1.0,
+            binning: 1,
+            fov_cm: 10.0,
+        };
         let mut c = cal(3, 3);
         c.flat[[1, 2]] = 0.0;
         c.flat[[2, 2]] = f32::NAN;
         let e = validate((3, 3), &c, &geom).unwrap_err();
-        assert_eq!(e, CorrectionError::BadFlat { count: 2, row: 1, col: 2 });
+        assert_eq!(
+            e,
+            CorrectionError::BadFlat {
+                count: 2,
+                row: 1,
+                col: 2
+            }
+        );
     }
 
     #[test]
     fn calibration_of_another_size_is_refused() {
-        let geom = FrameGeometry { exposure_s: 1.0, binning: 1, fov_cm: 10.0 };
+        let geom = FrameGeometry {
+            exposure_s: 1.0,
+            binning: 1,
+            fov_cm: 10.0,
+        };
         let e = validate((6, 6), &cal(3, 3), &geom).unwrap_err();
         assert!(e.to_string().contains("binning"));
     }
 
     #[test]
     fn radial_flat_darkens_edges() {
-        let f = RadialFlat { k: [1.0, 0.0, -0.002, 0.0, 0.0], x0_cm: 0.0, y0_cm: 0.0 };
+        let f = RadialFlat {
+            k: [1.0, 0.0, -0.002, 0.0, 0.0],
+            x0_cm: 0.0,
+            y0_cm: 0.0,
+        };
         let m = f.to_frame(64, 64, 0.35);
         assert!(m[[32, 32]] > m[[0, 0]]);
         assert!((m[[31, 31]] - 1.0).abs() < 0.01);
@@ -273,8 +326,13 @@ mod tests {
 
     #[test]
     fn repaired_pixel_takes_neighbour_median() {
-        let raw = Array2::from_shape_fn((5, 5), |(r, c)| if (r, c) == (2, 2) { 60000 } else { 1520 });
-        let geom = FrameGeometry { exposure_s: 10.0, binning: 2, fov_cm: 10.0 };
+        let raw =
+            Array2::from_shape_fn((5, 5), |(r, c)| if (r, c) == (2, 2) { 60000 } else { 1520 });
+        let geom = FrameGeometry {
+            exposure_s: 10.0,
+            binning: 2,
+            fov_cm: 10.0,
+        };
         let c = cal(5, 5);
         let mut f = correct(&raw, &c, &geom);
         let mut m = Array2::from_elem((5, 5), false);

@@ -11,7 +11,7 @@
 //!
 //! Owns: finding the hits. Replacing them is `correct::repair_pixels`.
 
-use ndarray::Array2;
+use ndarray::{Array2, Zip};
 use rayon::prelude::*;
 
 use super::filters::window_median;
@@ -56,31 +56,37 @@ pub fn find_cosmic_rays(
             out
         })
         .collect();
-    let hits: Vec<(usize, usize, f32, f32)> = candidates
+    let hits: Vec<(usize, usize)> = candidates
         .par_iter()
-        .filter_map(|&(r, c)| {
-            let mut buf = Vec::with_capacity(25);
+        .filter(|&&(r, c)| {
+            // A seed is the brightest pixel of its 3×3 neighbourhood.
             let v = frame[[r, c]];
-            let m5 = window_median(frame, Some(ignore), r, c, 2, &mut buf)?;
-            let m3 = window_median(frame, Some(ignore), r, c, 1, &mut buf)?;
-            // Noise at the neighbourhood's level, not the (inflated) hit's own.
-            let var = window_median(variance, Some(ignore), r, c, 2, &mut buf)?.max(0.0);
-            let noise = var.sqrt();
-            let excess = v - m5;
-            let fine = (m3 - m5).max(noise);
-            (excess > sigma * noise && excess > sharpness * fine).then_some((r, c, m5, noise))
+            let local_max =
+                (r - 1..=r + 1).all(|rr| (c - 1..=c + 1).all(|cc| frame[[rr, cc]] <= v));
+            local_max && is_sharp(frame, variance, ignore, r, c, sigma as f32, sharpness)
         })
+        .copied()
         .collect();
     let mut mask = Array2::from_elem((rows, cols), false);
-    for &(r, c, _, _) in &hits {
+    for &(r, c) in &hits {
         mask[[r, c]] = true;
     }
-    // Grow into track neighbours.
-    for &(r, c, m5, noise) in &hits {
+    // Grow into the rest of a track: neighbours that are sharp too once the hit is left out.
+    let mut excluded = ignore.clone();
+    Zip::from(&mut excluded)
+        .and(&mask)
+        .for_each(|e, &m| *e |= m);
+    let mut stack = hits;
+    while let Some((r, c)) = stack.pop() {
         for nr in r.saturating_sub(1)..=(r + 1).min(rows - 1) {
             for nc in c.saturating_sub(1)..=(c + 1).min(cols - 1) {
-                if !ignore[[nr, nc]] && frame[[nr, nc]] - m5 > GROW_SIGMA * noise {
+                if excluded[[nr, nc]] {
+                    continue;
+                }
+                if is_sharp(frame, variance, &excluded, nr, nc, GROW_SIGMA, sharpness) {
                     mask[[nr, nc]] = true;
+                    excluded[[nr, nc]] = true;
+                    stack.push((nr, nc));
                 }
             }
         }
@@ -88,11 +94,47 @@ pub fn find_cosmic_rays(
     mask
 }
 
+/// Whether the pixel stands `sigma` noise sigmas above its 5×5 median and that excess is
+/// `sharpness` times the fine structure (3×3 median − 5×5 median) around it. Medians and
+/// the noise skip pixels in `skip`.
+fn is_sharp(
+    frame: &Array2<f32>,
+    variance: &Array2<f32>,
+    skip: &Array2<bool>,
+    r: usize,
+    c: usize,
+    sigma: f32,
+    sharpness: f32,
+) -> bool {
+    let mut buf = Vec::with_capacity(25);
+    let v = frame[[r, c]];
+    let (Some(m5), Some(m3), Some(var)) = (
+        window_median(frame, Some(skip), r, c, 2, &mut buf),
+        window_median(frame, Some(skip), r, c, 1, &mut buf),
+        window_median(variance, Some(skip), r, c, 2, &mut buf),
+    ) else {
+        return false;
+    };
+    // Noise at the neighbourhood's level, not the (inflated) hit's own.
+    let noise = var.max(0.0).sqrt();
+    let excess = v - m5;
+    let fine = (m3 - m5).max(noise);
+    excess > sigma * noise && excess > sharpness * fine
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn gaussian(rows: usize, cols: usize, cx: f32, cy: f32, sigma: f32, amp: f32, floor: f32) -> Array2<f32> {
+    fn gaussian(
+        rows: usize,
+        cols: usize,
+        cx: f32,
+        cy: f32,
+        sigma: f32,
+        amp: f32,
+        floor: f32,
+    ) -> Array2<f32> {
         Array2::from_shape_fn((rows, cols), |(r, c)| {
             let dx = c as f32 + 0.5 - cx;
             let dy = r as f32 + 0.5 - cy;

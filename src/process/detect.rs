@@ -31,20 +31,31 @@ pub struct Detections {
 
 /// Signal-to-noise map of `net` smoothed by a Gaussian of `sigma_px`, with the variance
 /// propagated exactly through the same kernel.
-pub fn smoothed_snr(net: &Array2<f32>, variance: &Array2<f32>, sigma_px: f64) -> (Array2<f32>, Array2<f32>) {
+pub fn smoothed_snr(
+    net: &Array2<f32>,
+    variance: &Array2<f32>,
+    sigma_px: f64,
+) -> (Array2<f32>, Array2<f32>) {
     let k = gaussian_kernel(sigma_px);
     let k2: Vec<f32> = k.iter().map(|v| v * v).collect();
     let smooth = convolve_separable(net, &k);
     let var_s = convolve_separable(variance, &k2);
     let mut snr = Array2::<f32>::zeros(net.dim());
-    Zip::from(&mut snr).and(&smooth).and(&var_s).par_for_each(|s, &v, &w| {
-        *s = if w > 0.0 { v / w.sqrt() } else { 0.0 };
-    });
+    Zip::from(&mut snr)
+        .and(&smooth)
+        .and(&var_s)
+        .par_for_each(|s, &v, &w| {
+            *s = if w > 0.0 { v / w.sqrt() } else { 0.0 };
+        });
     (smooth, snr)
 }
 
 /// Pixels belonging to any significant source (for masking before the background fit).
-pub fn source_mask(net: &Array2<f32>, variance: &Array2<f32>, set: &DetectionSettings) -> Array2<bool> {
+pub fn source_mask(
+    net: &Array2<f32>,
+    variance: &Array2<f32>,
+    set: &DetectionSettings,
+) -> Array2<bool> {
     let (_, snr) = smoothed_snr(net, variance, set.smoothing_sigma_px);
     snr.mapv(|s| s > set.threshold_sigma as f32)
 }
@@ -93,10 +104,16 @@ const MIN_PROMINENCE_SIGMA: f32 = 5.0;
 /// Split one connected footprint into basins of significant peaks (a watershed that
 /// merges a basin into its neighbour unless its peak stands out from the saddle between
 /// them by `contrast` of its height and by `MIN_PROMINENCE_SIGMA` noise sigmas).
-fn deblend(pixels: &[(usize, usize)], img: &Array2<f32>, snr: &Array2<f32>, contrast: f64) -> Vec<Vec<(usize, usize)>> {
+fn deblend(
+    pixels: &[(usize, usize)],
+    img: &Array2<f32>,
+    snr: &Array2<f32>,
+    contrast: f64,
+) -> Vec<Vec<(usize, usize)>> {
     let mut order: Vec<usize> = (0..pixels.len()).collect();
     order.sort_by(|&a, &b| img[pixels[b]].total_cmp(&img[pixels[a]]));
-    let index: HashMap<(usize, usize), usize> = pixels.iter().enumerate().map(|(i, &p)| (p, i)).collect();
+    let index: HashMap<(usize, usize), usize> =
+        pixels.iter().enumerate().map(|(i, &p)| (p, i)).collect();
     let mut basin_of = vec![usize::MAX; pixels.len()];
     let mut parent: Vec<usize> = Vec::new();
     let mut peak_value: Vec<f32> = Vec::new();
@@ -146,7 +163,11 @@ fn deblend(pixels: &[(usize, usize)], img: &Array2<f32>, snr: &Array2<f32>, cont
                 basin_of[i] = main;
                 for &other in roots.iter().filter(|&&o| o != main) {
                     // Both are roots; the one with the lower peak is judged at this saddle.
-                    let (low, high) = if peak_value[other] < peak_value[main] { (other, main) } else { (main, other) };
+                    let (low, high) = if peak_value[other] < peak_value[main] {
+                        (other, main)
+                    } else {
+                        (main, other)
+                    };
                     let prominence = peak_value[low] - v;
                     let significant = prominence > contrast as f32 * peak_value[low]
                         && prominence > MIN_PROMINENCE_SIGMA * peak_noise[low];
@@ -171,7 +192,13 @@ fn deblend(pixels: &[(usize, usize)], img: &Array2<f32>, snr: &Array2<f32>, cont
 /// keeps growing while its newest ring holds significant light (> 2σ), then takes
 /// `max(2, radius/2)` more rings so the wings below the noise are not cut off, never
 /// beyond `max_growth_px` rings.
-fn grow(footprint: &Array2<u32>, count: usize, net: &Array2<f32>, variance: &Array2<f32>, max_growth_px: usize) -> Array2<u32> {
+fn grow(
+    footprint: &Array2<u32>,
+    count: usize,
+    net: &Array2<f32>,
+    variance: &Array2<f32>,
+    max_growth_px: usize,
+) -> Array2<u32> {
     let (rows, cols) = footprint.dim();
     let mut labels = footprint.clone();
     let mut area = vec![0usize; count + 1];
@@ -182,7 +209,11 @@ fn grow(footprint: &Array2<u32>, count: usize, net: &Array2<f32>, variance: &Arr
     let mut remaining: Vec<Option<usize>> = vec![None; count + 1];
     let mut active: Vec<bool> = vec![true; count + 1];
     active[0] = false;
-    let mut frontier: Vec<(usize, usize)> = labels.indexed_iter().filter(|(_, &l)| l > 0).map(|(p, _)| p).collect();
+    let mut frontier: Vec<(usize, usize)> = labels
+        .indexed_iter()
+        .filter(|(_, &l)| l > 0)
+        .map(|(p, _)| p)
+        .collect();
     for _ring in 0..max_growth_px {
         if !active.iter().any(|&a| a) {
             break;
@@ -278,7 +309,12 @@ mod tests {
         let var = Array2::from_elem(f.dim(), 1.0f32);
         let d = detect(&f, &var, &settings());
         assert_eq!(d.count, 1);
-        let inside: f32 = f.iter().zip(d.aperture.iter()).filter(|(_, &l)| l == 1).map(|(v, _)| v).sum();
+        let inside: f32 = f
+            .iter()
+            .zip(d.aperture.iter())
+            .filter(|(_, &l)| l == 1)
+            .map(|(v, _)| v)
+            .sum();
         let total: f32 = f.iter().sum();
         assert!(inside / total > 0.995, "{}", inside / total);
     }

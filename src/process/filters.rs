@@ -46,7 +46,10 @@ fn convolve_rows(src: &Array2<f32>, kernel: &[f32]) -> Array2<f32> {
         .into_par_iter()
         .zip(src.axis_iter(Axis(0)).into_par_iter())
         .for_each(|(mut o, s)| {
-            let s = s.as_slice().map(|x| x.to_vec()).unwrap_or_else(|| s.to_vec());
+            let s = s
+                .as_slice()
+                .map(|x| x.to_vec())
+                .unwrap_or_else(|| s.to_vec());
             for c in 0..cols {
                 let mut acc = 0.0f32;
                 let start = c as isize - half;

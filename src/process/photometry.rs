@@ -78,7 +78,9 @@ pub fn measure(
     let centroid = if wsum > 0.0 {
         [wx / wsum, wy / wsum]
     } else {
-        let (sr, sc) = pixels.iter().fold((0.0, 0.0), |(a, b), &(r, c)| (a + r as f64 + 0.5, b + c as f64 + 0.5));
+        let (sr, sc) = pixels.iter().fold((0.0, 0.0), |(a, b), &(r, c)| {
+            (a + r as f64 + 0.5, b + c as f64 + 0.5)
+        });
         [sc / n.max(1) as f64, sr / n.max(1) as f64]
     };
     let n_f = n.max(1) as f64;
@@ -94,7 +96,10 @@ pub fn measure(
         source,
         label,
         centroid_px: centroid,
-        centroid_cm: [centroid[0] * inp.pixel_size_cm, centroid[1] * inp.pixel_size_cm],
+        centroid_cm: [
+            centroid[0] * inp.pixel_size_cm,
+            centroid[1] * inp.pixel_size_cm,
+        ],
         n_pixels: n,
         area_cm2: n as f64 * area_px,
         total_flux: Uncertain {
@@ -113,7 +118,11 @@ pub fn measure(
             components: avg_components,
         },
         max_radiance: if n > 0 { max_net } else { 0.0 },
-        snr: if statistical > 0.0 { net_flux / statistical } else { 0.0 },
+        snr: if statistical > 0.0 {
+            net_flux / statistical
+        } else {
+            0.0
+        },
         saturated,
     }
 }
@@ -123,7 +132,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn inputs_with(radiance: Array2<f32>) -> (Array2<f32>, BackgroundModel, Array2<f32>, Array2<f32>, Array2<bool>) {
+    fn inputs_with(
+        radiance: Array2<f32>,
+    ) -> (
+        Array2<f32>,
+        BackgroundModel,
+        Array2<f32>,
+        Array2<f32>,
+        Array2<bool>,
+    ) {
         let dim = radiance.dim();
         let none = Array2::from_elem(dim, false);
         let bm = BackgroundModel::fit(&Array2::zeros(dim), &none, 8, 3.0);
@@ -147,13 +164,24 @@ mod tests {
     #[test]
     fn uniform_region_follows_the_living_image_formula() {
         let (rad, bm, map, var, sat) = inputs_with(Array2::from_elem((10, 10), 1000.0));
-        let inp = PhotometryInputs { radiance: &rad, background: &bm, background_map: &map, var_poisson: &var, var_read: &var, saturated: &sat, pixel_size_cm: 0.1, coefficient_rel_uncertainty: 0.05 };
+        let inp = PhotometryInputs {
+            radiance: &rad,
+            background: &bm,
+            background_map: &map,
+            var_poisson: &var,
+            var_read: &var,
+            saturated: &sat,
+            pixel_size_cm: 0.1,
+            coefficient_rel_uncertainty: 0.05,
+        };
         let px: Vec<(usize, usize)> = (0..100).map(|i| (i / 10, i % 10)).collect();
         let m = measure(&inp, &px, RegionSource::Imported, "roi".into());
         let expected = 4.0 * std::f64::consts::PI * 1000.0 * 100.0 * 0.01;
         assert!((m.gross_total_flux.value - expected).abs() < 1e-6 * expected);
         assert!((m.area_cm2 - 1.0).abs() < 1e-12);
-        assert!((m.gross_total_flux.components.calibration - 0.05 * expected).abs() < 1e-6 * expected);
+        assert!(
+            (m.gross_total_flux.components.calibration - 0.05 * expected).abs() < 1e-6 * expected
+        );
         assert!((m.average_radiance.value - 1000.0).abs() < 1e-3);
         assert_eq!(m.centroid_px, [5.0, 5.0]);
     }

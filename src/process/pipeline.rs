@@ -16,7 +16,9 @@ use super::detect::{detect, source_mask, DetectionSettings};
 use super::filters::dilate;
 use super::photometry::{measure, PhotometryInputs};
 use super::roi::Roi;
-use super::{FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, RegionMeasurement, RegionSource};
+use super::{
+    FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, RegionMeasurement, RegionSource,
+};
 
 /// Why a frame could not be processed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -85,8 +87,16 @@ pub fn quantify(
 
     let mut variance = &frame.var_poisson + &frame.var_read;
     let mut ignore = frame.saturated.clone();
-    Zip::from(&mut ignore).and(&cal.bad_pixels).for_each(|i, &b| *i |= b);
-    let cosmic = find_cosmic_rays(&frame.radiance, &variance, &ignore, params.cosmic_sigma, params.cosmic_sharpness);
+    Zip::from(&mut ignore)
+        .and(&cal.bad_pixels)
+        .for_each(|i, &b| *i |= b);
+    let cosmic = find_cosmic_rays(
+        &frame.radiance,
+        &variance,
+        &ignore,
+        params.cosmic_sigma,
+        params.cosmic_sharpness,
+    );
     counts.cosmic_ray_pixels_replaced = repair_pixels(&mut frame, &cosmic);
     if counts.cosmic_ray_pixels_replaced > 0 {
         flags.insert(QualityFlag::CosmicRaysRemoved);
@@ -103,14 +113,26 @@ pub fn quantify(
     let box_px = (params.background_box_cm / pixel_cm).round().max(4.0) as usize;
 
     // Pass 1: background of everything, to find the sources.
-    let first = BackgroundModel::fit(&frame.radiance, &frame.saturated, box_px, params.background_clip_sigma);
+    let first = BackgroundModel::fit(
+        &frame.radiance,
+        &frame.saturated,
+        box_px,
+        params.background_clip_sigma,
+    );
     let net1 = &frame.radiance - &first.map();
     let sources = source_mask(&net1, &variance, &settings);
     // Mask generously: a tumour's wings extend well past its threshold footprint.
     let mut exclude = dilate(&sources, settings.max_growth_px.max(2));
-    Zip::from(&mut exclude).and(&frame.saturated).for_each(|e, &s| *e |= s);
+    Zip::from(&mut exclude)
+        .and(&frame.saturated)
+        .for_each(|e, &s| *e |= s);
     // Pass 2: the background under the sources comes from around them.
-    let model = BackgroundModel::fit(&frame.radiance, &exclude, box_px, params.background_clip_sigma);
+    let model = BackgroundModel::fit(
+        &frame.radiance,
+        &exclude,
+        box_px,
+        params.background_clip_sigma,
+    );
     counts.background_cells_filled = model.filled_cells;
     if model.filled_cells > 0 {
         flags.insert(QualityFlag::BackgroundCellsInterpolated);
@@ -144,8 +166,17 @@ pub fn quantify(
     let mut roi_masks = Vec::with_capacity(rois.len());
     for roi in rois {
         let mask = roi.shape.mask(rows, cols);
-        let px: Vec<(usize, usize)> = mask.indexed_iter().filter(|(_, &m)| m).map(|(p, _)| p).collect();
-        regions.push(measure(&inputs, &px, RegionSource::Imported, roi.label.clone()));
+        let px: Vec<(usize, usize)> = mask
+            .indexed_iter()
+            .filter(|(_, &m)| m)
+            .map(|(p, _)| p)
+            .collect();
+        regions.push(measure(
+            &inputs,
+            &px,
+            RegionSource::Imported,
+            roi.label.clone(),
+        ));
         roi_masks.push(mask);
     }
     if regions.iter().any(|r| r.saturated) {

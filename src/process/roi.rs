@@ -127,14 +127,13 @@ mod tests {
 
     #[test]
     fn circle_mask_counts_pixel_centres() {
-        // A circle of diameter 3 centred on a pixel centre covers the 3x3 cross + corners?
-        // Centres at distance sqrt(2) > 1.5 are outside: the plus shape of 5 pixels plus
-        // the four at distance 1 → 5 pixels exactly (centre + 4 neighbours).
+        // Diameter 2.5 centred on a pixel centre: the four neighbours at distance 1 are in,
+        // the diagonal ones at distance √2 > 1.25 are out.
         let c = RoiShape::Ellipse {
             xc: 5.5,
             yc: 5.5,
-            width: 3.0,
-            height: 3.0,
+            width: 2.5,
+            height: 2.5,
             angle_deg: 0.0,
         };
         let m = c.mask(11, 11);

@@ -64,7 +64,11 @@ impl ClippedStats {
 
 /// Iterative sigma clipping (at most `max_iter` rounds) of `values` about their median,
 /// reordering the slice. `None` when nothing is left.
-pub fn sigma_clipped_stats(values: &mut [f32], sigma: f64, max_iter: usize) -> Option<ClippedStats> {
+pub fn sigma_clipped_stats(
+    values: &mut [f32],
+    sigma: f64,
+    max_iter: usize,
+) -> Option<ClippedStats> {
     let mut len = values.len();
     let mut stats = None;
     for _ in 0..max_iter.max(1) {
@@ -72,9 +76,18 @@ pub fn sigma_clipped_stats(values: &mut [f32], sigma: f64, max_iter: usize) -> O
         let median = median_in_place(sample)? as f64;
         let n = sample.len() as f64;
         let mean = sample.iter().map(|&x| x as f64).sum::<f64>() / n;
-        let var = sample.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+        let var = sample
+            .iter()
+            .map(|&x| (x as f64 - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0).max(1.0);
         let std = var.sqrt();
-        stats = Some(ClippedStats { mean, median, std, n: len });
+        stats = Some(ClippedStats {
+            mean,
+            median,
+            std,
+            n: len,
+        });
         let lo = median - sigma * std;
         let hi = median + sigma * std;
         // Move kept samples to the front.

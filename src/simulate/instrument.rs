@@ -101,7 +101,8 @@ impl Instrument {
 
     /// Dark current of a normal unbinned pixel at a temperature, e-/s.
     pub fn dark_current_at(&self, temp_c: f64) -> f64 {
-        self.dark_current_e_per_s * 2f64.powf((temp_c - self.dark_ref_temp_c) / self.dark_doubling_c)
+        self.dark_current_e_per_s
+            * 2f64.powf((temp_c - self.dark_ref_temp_c) / self.dark_doubling_c)
     }
 
     /// Per unbinned pixel: (PRNU gain, dark-current multiplier) — the fixed pattern.
@@ -151,7 +152,9 @@ impl Instrument {
         prnu.mapv_inplace(|v| v / (b * b) as f32);
         let bias = Array2::from_shape_fn((n, n), |(_, c)| {
             let x = (c * b) as f64 / self.sensor_px as f64;
-            (self.bias_level_adu + self.bias_column_ripple_adu * (2.0 * std::f64::consts::PI * 3.0 * x).sin()) as f32
+            (self.bias_level_adu
+                + self.bias_column_ripple_adu * (2.0 * std::f64::consts::PI * 3.0 * x).sin())
+                as f32
         });
         (prnu, dark, bias)
     }
@@ -165,7 +168,12 @@ impl Instrument {
     /// Read out a binned frame whose expected photo-electrons per binned pixel are given
     /// (before PRNU): adds PRNU, dark current, cosmic rays, Poisson noise, read noise, bias,
     /// quantisation and the ADC's ceiling. Returns the raw counts.
-    pub fn read_out(&self, spec: &ReadoutSpec, signal_e: Option<&Array2<f32>>, rng: &mut ChaCha8Rng) -> Array2<u16> {
+    pub fn read_out(
+        &self,
+        spec: &ReadoutSpec,
+        signal_e: Option<&Array2<f32>>,
+        rng: &mut ChaCha8Rng,
+    ) -> Array2<u16> {
         let b = spec.binning;
         let n = self.frame_px(b);
         let (prnu, dark_mult, bias) = self.binned_patterns(b);
@@ -191,7 +199,13 @@ impl Instrument {
     }
 
     /// Deposit cosmic-ray tracks (a few unbinned pixels long) into a binned electron frame.
-    fn add_cosmic_rays(&self, electrons: &mut Array2<f32>, binning: u32, exposure_s: f64, rng: &mut ChaCha8Rng) {
+    fn add_cosmic_rays(
+        &self,
+        electrons: &mut Array2<f32>,
+        binning: u32,
+        exposure_s: f64,
+        rng: &mut ChaCha8Rng,
+    ) {
         let side_cm = self.sensor_px as f64 * self.sensor.pixel_pitch_um * 1e-4;
         let expected = self.cosmic_rate_per_cm2_s * side_cm * side_cm * exposure_s;
         let hits = poisson(expected, rng) as usize;
@@ -218,13 +232,29 @@ impl Instrument {
 
     /// A bias frame (zero-second, shutter closed).
     pub fn bias_frame(&self, binning: u32, seed: u64) -> Array2<u16> {
-        let spec = ReadoutSpec { binning, exposure_s: 0.0, sensor_temp_c: self.dark_ref_temp_c, cosmic_rays: false };
+        let spec = ReadoutSpec {
+            binning,
+            exposure_s: 0.0,
+            sensor_temp_c: self.dark_ref_temp_c,
+            cosmic_rays: false,
+        };
         self.read_out(&spec, None, &mut ChaCha8Rng::seed_from_u64(seed))
     }
 
     /// A dark frame (shutter closed) — cosmic rays included, as on a real sensor.
-    pub fn dark_frame(&self, binning: u32, exposure_s: f64, sensor_temp_c: f64, seed: u64) -> Array2<u16> {
-        let spec = ReadoutSpec { binning, exposure_s, sensor_temp_c, cosmic_rays: true };
+    pub fn dark_frame(
+        &self,
+        binning: u32,
+        exposure_s: f64,
+        sensor_temp_c: f64,
+        seed: u64,
+    ) -> Array2<u16> {
+        let spec = ReadoutSpec {
+            binning,
+            exposure_s,
+            sensor_temp_c,
+            cosmic_rays: true,
+        };
         self.read_out(&spec, None, &mut ChaCha8Rng::seed_from_u64(seed))
     }
 
@@ -233,7 +263,12 @@ impl Instrument {
     pub fn flat_frame(&self, binning: u32, fov_cm: f64, level_e: f64, seed: u64) -> Array2<u16> {
         let vig = self.vignetting_frame(binning, fov_cm);
         let signal = vig.mapv(|v| (v as f64 * level_e) as f32);
-        let spec = ReadoutSpec { binning, exposure_s: 1.0, sensor_temp_c: self.dark_ref_temp_c, cosmic_rays: false };
+        let spec = ReadoutSpec {
+            binning,
+            exposure_s: 1.0,
+            sensor_temp_c: self.dark_ref_temp_c,
+            cosmic_rays: false,
+        };
         self.read_out(&spec, Some(&signal), &mut ChaCha8Rng::seed_from_u64(seed))
     }
 }
@@ -252,7 +287,9 @@ pub fn poisson(mean: f64, rng: &mut ChaCha8Rng) -> f64 {
     if mean <= 0.0 {
         0.0
     } else if mean > 1.0e5 {
-        (mean + mean.sqrt() * rng.sample::<f64, _>(rand_distr::StandardNormal)).round().max(0.0)
+        (mean + mean.sqrt() * rng.sample::<f64, _>(rand_distr::StandardNormal))
+            .round()
+            .max(0.0)
     } else {
         Poisson::new(mean).expect("positive mean").sample(rng)
     }
@@ -263,13 +300,18 @@ mod tests {
     use super::*;
 
     fn small() -> Instrument {
-        Instrument { sensor_px: 256, bad_column: Some(100), ..Instrument::default() }
+        Instrument {
+            sensor_px: 256,
+            bad_column: Some(100),
+            ..Instrument::default()
+        }
     }
 
     #[test]
     fn dark_current_doubles_per_doubling_temperature() {
         let i = small();
-        let r = i.dark_current_at(i.dark_ref_temp_c + i.dark_doubling_c) / i.dark_current_at(i.dark_ref_temp_c);
+        let r = i.dark_current_at(i.dark_ref_temp_c + i.dark_doubling_c)
+            / i.dark_current_at(i.dark_ref_temp_c);
         assert!((r - 2.0).abs() < 1e-12);
     }
 
@@ -279,7 +321,13 @@ mod tests {
         let f = i.bias_frame(4, 1);
         let mean = f.iter().map(|&v| v as f64).sum::<f64>() / f.len() as f64;
         assert!((mean - i.bias_level_adu).abs() < 1.0, "{mean}");
-        let sd = (f.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / f.len() as f64).sqrt();
+        let (_, _, pattern) = i.binned_patterns(4);
+        let resid: Vec<f64> = f
+            .iter()
+            .zip(pattern.iter())
+            .map(|(&v, &p)| v as f64 - p as f64)
+            .collect();
+        let sd = (resid.iter().map(|v| v * v).sum::<f64>() / resid.len() as f64).sqrt();
         let expected = i.sensor.read_noise_e / i.sensor.gain_e_per_adu;
         assert!((sd - expected).abs() < 0.6, "{sd} vs {expected}");
     }

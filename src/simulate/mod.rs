@@ -16,4 +16,4 @@ pub mod scene;
 pub mod write;
 
 pub use instrument::Instrument;
-pub use scene::{simulate_acquisition, SceneSpec, SimulatedAcquisition, Truth, TrueTumour};
+pub use scene::{simulate_acquisition, SceneSpec, SimulatedAcquisition, TrueTumour, Truth};

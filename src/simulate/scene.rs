@@ -173,7 +173,10 @@ fn render_tumour(t: &TrueTumour, flux: f64, pixel_cm: f64, out: &mut Array2<f32>
 }
 
 fn base_time(seed: u64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0).single().expect("valid date") + Duration::minutes((seed % 10_000) as i64 * 7)
+    Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0)
+        .single()
+        .expect("valid date")
+        + Duration::minutes((seed % 10_000) as i64 * 7)
 }
 
 /// Simulate one acquisition: photograph (if asked) and luminescent frame, with truth.
@@ -211,7 +214,9 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
             let x = mouse.centre_cm[0] + rng.random_range(-0.6..0.6) * mouse.half_width_cm;
             let y = mouse.centre_cm[1] + rng.random_range(-0.7..0.7) * mouse.half_length_cm;
             let clear = tumours.iter().all(|o| {
-                let d = ((o.centre_px[0] * pixel_cm - x).powi(2) + (o.centre_px[1] * pixel_cm - y).powi(2)).sqrt();
+                let d = ((o.centre_px[0] * pixel_cm - x).powi(2)
+                    + (o.centre_px[1] * pixel_cm - y).powi(2))
+                .sqrt();
                 d > 5.0 * (o.sigma_major_cm + sa) + 0.3
             });
             if !clear {
@@ -239,7 +244,10 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
             let flux = t.total_flux * rng.random_range(0.5..1.0);
             tumours.push(TrueTumour {
                 id: tumours.len() + 1,
-                centre_px: [t.centre_px[0] + sep_cm / pixel_cm, t.centre_px[1] + 0.3 * sep_cm / pixel_cm],
+                centre_px: [
+                    t.centre_px[0] + sep_cm / pixel_cm,
+                    t.centre_px[1] + 0.3 * sep_cm / pixel_cm,
+                ],
                 total_flux: flux,
                 shape: "gaussian".into(),
                 angle_deg: 0.0,
@@ -256,7 +264,8 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
         let peak = render_tumour(t, t.total_flux, pixel_cm, &mut own);
         t.peak_radiance = peak;
         // The imaged flux is what lands on the frame (a tumour cut by the edge loses light).
-        t.total_flux = 4.0 * std::f64::consts::PI * own.iter().map(|&v| v as f64).sum::<f64>() * area;
+        t.total_flux =
+            4.0 * std::f64::consts::PI * own.iter().map(|&v| v as f64).sum::<f64>() * area;
         tumour_radiance += &own;
     }
     let background_radiance = Array2::from_shape_fn((n, n), |(r, c)| {
@@ -297,7 +306,9 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
     let luminescent_adu = inst.read_out(&readout, Some(&signal_e), &mut rng);
 
     let photo_binning = (spec.binning / 2).max(1);
-    let photograph_adu = spec.photograph.then(|| photograph(inst, spec, &mice, photo_binning, &mut rng));
+    let photograph_adu = spec
+        .photograph
+        .then(|| photograph(inst, spec, &mice, photo_binning, &mut rng));
 
     let acquired_at = base_time(spec.seed);
     let meta = AcquisitionMeta {
@@ -314,7 +325,10 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
         subject_ids: mice.iter().map(|m| m.subject_id.clone()).collect(),
         injection_time: Some(acquired_at - Duration::minutes(12)),
         view: Some("dorsal".into()),
-        photograph: spec.photograph.then_some(PhotographMeta { exposure_s: 0.2, binning: photo_binning }),
+        photograph: spec.photograph.then_some(PhotographMeta {
+            exposure_s: 0.2,
+            binning: photo_binning,
+        }),
     };
     SimulatedAcquisition {
         meta,
@@ -333,7 +347,13 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
 }
 
 /// The LED-lit photograph: bright mice on a dark stage, light falling off to one side.
-fn photograph(inst: &Instrument, spec: &SceneSpec, mice: &[TrueMouse], binning: u32, rng: &mut ChaCha8Rng) -> Array2<u16> {
+fn photograph(
+    inst: &Instrument,
+    spec: &SceneSpec,
+    mice: &[TrueMouse],
+    binning: u32,
+    rng: &mut ChaCha8Rng,
+) -> Array2<u16> {
     let n = inst.frame_px(binning);
     let pixel_cm = spec.fov_cm / n as f64;
     let signal = Array2::from_shape_fn((n, n), |(r, c)| {
@@ -348,7 +368,12 @@ fn photograph(inst: &Instrument, spec: &SceneSpec, mice: &[TrueMouse], binning: 
         let reflectance = if on_mouse { 0.8 } else { 0.12 };
         (30_000.0 * light * reflectance) as f32
     });
-    let readout = ReadoutSpec { binning, exposure_s: 0.2, sensor_temp_c: spec.sensor_temp_c, cosmic_rays: false };
+    let readout = ReadoutSpec {
+        binning,
+        exposure_s: 0.2,
+        sensor_temp_c: spec.sensor_temp_c,
+        cosmic_rays: false,
+    };
     inst.read_out(&readout, Some(&signal), rng)
 }
 
@@ -358,19 +383,37 @@ mod tests {
 
     #[test]
     fn truth_flux_matches_the_rendered_radiance() {
-        let inst = Instrument { sensor_px: 512, ..Instrument::default() };
-        let spec = SceneSpec { binning: 4, mice: 2, photograph: false, ..SceneSpec::default() };
+        let inst = Instrument {
+            sensor_px: 512,
+            ..Instrument::default()
+        };
+        let spec = SceneSpec {
+            binning: 4,
+            mice: 2,
+            photograph: false,
+            ..SceneSpec::default()
+        };
         let sim = simulate_acquisition(&inst, &spec);
         assert!(!sim.truth.tumours.is_empty());
         let total: f64 = sim.truth.tumours.iter().map(|t| t.total_flux).sum();
-        let rendered = 4.0 * std::f64::consts::PI * sim.tumour_radiance.iter().map(|&v| v as f64).sum::<f64>() * sim.truth.pixel_area_cm2;
+        let rendered = 4.0
+            * std::f64::consts::PI
+            * sim.tumour_radiance.iter().map(|&v| v as f64).sum::<f64>()
+            * sim.truth.pixel_area_cm2;
         assert!((total - rendered).abs() / total < 1e-4);
     }
 
     #[test]
     fn same_seed_same_frame() {
-        let inst = Instrument { sensor_px: 256, ..Instrument::default() };
-        let spec = SceneSpec { binning: 4, mice: 1, ..SceneSpec::default() };
+        let inst = Instrument {
+            sensor_px: 256,
+            ..Instrument::default()
+        };
+        let spec = SceneSpec {
+            binning: 4,
+            mice: 1,
+            ..SceneSpec::default()
+        };
         let a = simulate_acquisition(&inst, &spec);
         let b = simulate_acquisition(&inst, &spec);
         assert_eq!(a.luminescent_adu, b.luminescent_adu);
