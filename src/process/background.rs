@@ -17,8 +17,9 @@ const MIN_USABLE_FRACTION: f64 = 0.4;
 /// A fitted background: mesh values at cell centres and how to interpolate them.
 #[derive(Debug, Clone)]
 pub struct BackgroundModel {
-    /// Cell side, pixels.
-    pub box_px: usize,
+    /// Cell height and width, pixels (the frame is tiled by whole cells of equal size).
+    pub cell_h_px: f64,
+    pub cell_w_px: f64,
     pub rows: usize,
     pub cols: usize,
     /// Clipped mean per cell, in the frame's units.
@@ -40,19 +41,20 @@ impl BackgroundModel {
         clip_sigma: f64,
     ) -> BackgroundModel {
         let (rows, cols) = frame.dim();
-        let box_px = box_px.clamp(4, rows.max(cols));
-        let ny = rows.div_ceil(box_px);
-        let nx = cols.div_ceil(box_px);
+        let ny = ((rows as f64 / box_px.max(1) as f64).round() as usize).max(1);
+        let nx = ((cols as f64 / box_px.max(1) as f64).round() as usize).max(1);
+        let cell_h = rows as f64 / ny as f64;
+        let cell_w = cols as f64 / nx as f64;
         let cells: Vec<(usize, usize)> =
             (0..ny).flat_map(|y| (0..nx).map(move |x| (y, x))).collect();
         let estimates: Vec<Option<(f32, f32, f32)>> = cells
             .par_iter()
             .map(|&(cy, cx)| {
-                let r0 = cy * box_px;
-                let c0 = cx * box_px;
-                let r1 = (r0 + box_px).min(rows);
-                let c1 = (c0 + box_px).min(cols);
-                let mut sample = Vec::with_capacity(box_px * box_px);
+                let r0 = (cy as f64 * cell_h).round() as usize;
+                let c0 = (cx as f64 * cell_w).round() as usize;
+                let r1 = (((cy + 1) as f64 * cell_h).round() as usize).min(rows);
+                let c1 = (((cx + 1) as f64 * cell_w).round() as usize).min(cols);
+                let mut sample = Vec::with_capacity((r1 - r0) * (c1 - c0));
                 for r in r0..r1 {
                     for c in c0..c1 {
                         if !exclude[[r, c]] {
@@ -83,7 +85,8 @@ impl BackgroundModel {
         }
         let filled = fill_invalid(&mut mesh, &mut rms, &mut err, &valid);
         BackgroundModel {
-            box_px,
+            cell_h_px: cell_h,
+            cell_w_px: cell_w,
             rows,
             cols,
             mesh,
@@ -93,24 +96,22 @@ impl BackgroundModel {
         }
     }
 
-    /// Bilinear weights of the (up to) four cells that make up the background at a pixel.
-    pub fn weights(&self, r: usize, c: usize) -> [((usize, usize), f32); 4] {
+    /// Weights of the cells that make up the background at a pixel: a Catmull-Rom cubic
+    /// through the cell centres along each axis (bilinear when an axis has fewer than four
+    /// cells). Between the outer cell centres and the frame's edge the outermost cells are
+    /// extrapolated linearly, so a gradient keeps rising to the edge; a linear gradient is
+    /// reproduced exactly everywhere.
+    pub fn weights(&self, r: usize, c: usize) -> Vec<((usize, usize), f32)> {
         let (ny, nx) = self.mesh.dim();
-        let axis = |p: usize, n: usize| -> (usize, usize, f32) {
-            // Cell centres sit at (k + 0.5)·box; clamp outside the outer centres.
-            let f = ((p as f64 + 0.5) / self.box_px as f64 - 0.5).clamp(0.0, (n - 1) as f64);
-            let i0 = f.floor() as usize;
-            let i1 = (i0 + 1).min(n - 1);
-            (i0, i1, (f - i0 as f64) as f32)
-        };
-        let (y0, y1, fy) = axis(r, ny);
-        let (x0, x1, fx) = axis(c, nx);
-        [
-            ((y0, x0), (1.0 - fy) * (1.0 - fx)),
-            ((y0, x1), (1.0 - fy) * fx),
-            ((y1, x0), fy * (1.0 - fx)),
-            ((y1, x1), fy * fx),
-        ]
+        let wy = axis_weights(r, ny, self.cell_h_px);
+        let wx = axis_weights(c, nx, self.cell_w_px);
+        let mut out = Vec::with_capacity(wy.len() * wx.len());
+        for &(iy, a) in &wy {
+            for &(ix, b) in &wx {
+                out.push(((iy, ix), a * b));
+            }
+        }
+        out
     }
 
     fn interpolate(&self, grid: &Array2<f32>) -> Array2<f32> {
@@ -152,6 +153,50 @@ impl BackgroundModel {
             .sum::<f64>()
             .sqrt()
     }
+}
+
+/// Interpolation weights along one axis for pixel `p` with `n` cells of size `cell` px.
+fn axis_weights(p: usize, n: usize, cell: f64) -> Vec<(usize, f32)> {
+    if n == 1 {
+        return vec![(0, 1.0)];
+    }
+    // Cell centres sit at (k + 0.5)·cell; f is the position in cell-centre units.
+    let f = (p as f64 + 0.5) / cell - 0.5;
+    let i = (f.floor().max(0.0) as usize).min(n - 2);
+    let t = f - i as f64;
+    if n < 4 || !(0.0..=1.0).contains(&t) {
+        // Linear between (or beyond) the two nearest centres.
+        return vec![(i, (1.0 - t) as f32), (i + 1, t as f32)];
+    }
+    let t2 = t * t;
+    let t3 = t2 * t;
+    let w = [
+        0.5 * (-t3 + 2.0 * t2 - t),
+        0.5 * (3.0 * t3 - 5.0 * t2 + 2.0),
+        0.5 * (-3.0 * t3 + 4.0 * t2 + t),
+        0.5 * (t3 - t2),
+    ];
+    let mut out: Vec<(usize, f32)> = Vec::with_capacity(4);
+    let mut add = |k: usize, v: f64| match out.iter_mut().find(|(j, _)| *j == k) {
+        Some(e) => e.1 += v as f32,
+        None => out.push((k, v as f32)),
+    };
+    // Cells beyond either end are extrapolated linearly from the two outermost ones.
+    if i == 0 {
+        add(0, 2.0 * w[0]);
+        add(1, -w[0]);
+    } else {
+        add(i - 1, w[0]);
+    }
+    add(i, w[1]);
+    add(i + 1, w[2]);
+    if i + 2 >= n {
+        add(n - 1, 2.0 * w[3]);
+        add(n - 2, -w[3]);
+    } else {
+        add(i + 2, w[3]);
+    }
+    out
 }
 
 /// Fill invalid cells with the mean of valid cells at the smallest ring distance that has

@@ -205,10 +205,31 @@ pub fn correct(raw: &Array2<u16>, cal: &FrameCalibration, geom: &FrameGeometry) 
     }
 }
 
-/// Replace every pixel in `mask` by the median of the good pixels around it (growing the
-/// window until some are found), in the radiance and both variance maps. Returns how many
+/// How to replace a pixel that cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// Cubic along a row or column where possible (known defects: their neighbours are
+    /// sound, and a bad column must not cut a tumour's peak).
+    Interpolate,
+    /// Median of the good neighbours (cosmic rays: robust to a neighbour the hit grazed).
+    Median,
+}
+
+/// Replace every pixel in `mask` in the radiance and both variance maps: by cubic
+/// interpolation along the row (or else the column) when two good pixels lie on each side —
+/// which keeps a tumour's peak when a bad column crosses it — and otherwise by the median
+/// of the good pixels around it, growing the window until some are found. Returns how many
 /// pixels were replaced.
-pub fn repair_pixels(frame: &mut CorrectedFrame, mask: &Array2<bool>) -> usize {
+///
+/// `untrusted` marks every pixel that must not be used as a neighbour (a superset of
+/// `mask`: e.g. known defects and cosmic-ray hits together).
+pub fn repair_pixels(
+    frame: &mut CorrectedFrame,
+    mask: &Array2<bool>,
+    untrusted: &Array2<bool>,
+    method: Repair,
+) -> usize {
+    let (rows, cols) = mask.dim();
     let mut buf = Vec::with_capacity(49);
     let mut n = 0;
     let targets: Vec<(usize, usize)> = mask
@@ -216,18 +237,46 @@ pub fn repair_pixels(frame: &mut CorrectedFrame, mask: &Array2<bool>) -> usize {
         .filter(|(_, &b)| b)
         .map(|(i, _)| i)
         .collect();
+    let good = |r: isize, c: isize| {
+        r >= 0
+            && c >= 0
+            && (r as usize) < rows
+            && (c as usize) < cols
+            && !untrusted[[r as usize, c as usize]]
+    };
     for &(r, c) in &targets {
+        let (ri, ci) = (r as isize, c as isize);
+        let line: Option<[(usize, usize); 4]> = if method == Repair::Median {
+            None
+        } else if good(ri, ci - 2) && good(ri, ci - 1) && good(ri, ci + 1) && good(ri, ci + 2) {
+            Some([(r, c - 2), (r, c - 1), (r, c + 1), (r, c + 2)])
+        } else if good(ri - 2, ci) && good(ri - 1, ci) && good(ri + 1, ci) && good(ri + 2, ci) {
+            Some([(r - 2, c), (r - 1, c), (r + 1, c), (r + 2, c)])
+        } else {
+            None
+        };
+        if let Some(p) = line {
+            // Cubic through four equally spaced samples, evaluated at the middle.
+            let cubic =
+                |a: &Array2<f32>| (-a[p[0]] + 4.0 * a[p[1]] + 4.0 * a[p[2]] - a[p[3]]) / 6.0;
+            let near_var = |a: &Array2<f32>| 0.5 * (a[p[1]] + a[p[2]]);
+            frame.radiance[[r, c]] = cubic(&frame.radiance);
+            // The interpolated value stands in for a pixel never seen: keep one pixel's variance.
+            frame.var_poisson[[r, c]] = near_var(&frame.var_poisson);
+            frame.var_read[[r, c]] = near_var(&frame.var_read);
+            n += 1;
+            continue;
+        }
         for half in [1usize, 2, 3, 5, 8] {
-            let Some(v) = window_median(&frame.radiance, Some(mask), r, c, half, &mut buf) else {
+            let Some(v) = window_median(&frame.radiance, Some(untrusted), r, c, half, &mut buf)
+            else {
                 continue;
             };
-            let vp =
-                window_median(&frame.var_poisson, Some(mask), r, c, half, &mut buf).unwrap_or(0.0);
-            let vr =
-                window_median(&frame.var_read, Some(mask), r, c, half, &mut buf).unwrap_or(0.0);
+            let vp = window_median(&frame.var_poisson, Some(untrusted), r, c, half, &mut buf)
+                .unwrap_or(0.0);
+            let vr = window_median(&frame.var_read, Some(untrusted), r, c, half, &mut buf)
+                .unwrap_or(0.0);
             frame.radiance[[r, c]] = v;
-            // The median of m samples has about π/2 / m of one sample's variance; the pixel
-            // also stands in for a value we never saw, so keep one sample's variance.
             frame.var_poisson[[r, c]] = vp;
             frame.var_read[[r, c]] = vr;
             n += 1;
@@ -337,7 +386,7 @@ mod tests {
         let mut f = correct(&raw, &c, &geom);
         let mut m = Array2::from_elem((5, 5), false);
         m[[2, 2]] = true;
-        assert_eq!(repair_pixels(&mut f, &m), 1);
+        assert_eq!(repair_pixels(&mut f, &m, &m, Repair::Median), 1);
         assert!((f.radiance[[2, 2]] - 5.0e7).abs() < 1.0);
     }
 }

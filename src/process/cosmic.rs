@@ -18,6 +18,8 @@ use super::filters::window_median;
 
 /// Threshold for growing a hit into its neighbours, noise sigmas.
 const GROW_SIGMA: f32 = 3.0;
+/// Share of a track pixel's excess that must stand above the line through its neighbours.
+const TRACK_KINK: f32 = 0.85;
 
 /// Find cosmic-ray pixels in `frame` (any units) with per-pixel `variance` (units²).
 /// Pixels in `ignore` (saturated, known bad) are never reported and never used as
@@ -32,43 +34,37 @@ pub fn find_cosmic_rays(
     let (rows, cols) = frame.dim();
     let sigma = sigma as f32;
     let sharpness = sharpness as f32;
-    // Candidates: a cheap test against the mean of the 8 neighbours.
-    let candidates: Vec<(usize, usize)> = (1..rows.saturating_sub(1))
+    // Seeds: the brightest pixel of their 3×3 neighbourhood that pass the sharpness test.
+    let seeds: Vec<(usize, usize)> = (0..rows)
         .into_par_iter()
         .flat_map_iter(|r| {
             let mut out = Vec::new();
-            for c in 1..cols.saturating_sub(1) {
+            for c in 0..cols {
                 if ignore[[r, c]] {
                     continue;
                 }
                 let v = frame[[r, c]];
-                let mut sum = 0.0;
-                for dr in 0..3 {
-                    for dc in 0..3 {
-                        sum += frame[[r + dr - 1, c + dc - 1]];
-                    }
+                let (mut sum, mut n, mut local_max) = (0.0f32, 0usize, true);
+                for (nr, nc) in neighbours8(r, c, rows, cols) {
+                    let w = frame[[nr, nc]];
+                    sum += w;
+                    n += 1;
+                    local_max &= w <= v;
                 }
-                let mean8 = (sum - v) / 8.0;
-                if v - mean8 > 0.5 * sigma * variance[[r, c]].max(0.0).sqrt() {
+                // Cheap pre-test against the mean of the neighbours before any median.
+                let mean8 = sum / n.max(1) as f32;
+                if local_max
+                    && v - mean8 > 0.5 * sigma * variance[[r, c]].max(0.0).sqrt()
+                    && is_sharp(frame, variance, ignore, r, c, sigma, sharpness)
+                {
                     out.push((r, c));
                 }
             }
             out
         })
         .collect();
-    let hits: Vec<(usize, usize)> = candidates
-        .par_iter()
-        .filter(|&&(r, c)| {
-            // A seed is the brightest pixel of its 3×3 neighbourhood.
-            let v = frame[[r, c]];
-            let local_max =
-                (r - 1..=r + 1).all(|rr| (c - 1..=c + 1).all(|cc| frame[[rr, cc]] <= v));
-            local_max && is_sharp(frame, variance, ignore, r, c, sigma as f32, sharpness)
-        })
-        .copied()
-        .collect();
     let mut mask = Array2::from_elem((rows, cols), false);
-    for &(r, c) in &hits {
+    for &(r, c) in &seeds {
         mask[[r, c]] = true;
     }
     // Grow into the rest of a track: neighbours that are sharp too once the hit is left out.
@@ -76,27 +72,85 @@ pub fn find_cosmic_rays(
     Zip::from(&mut excluded)
         .and(&mask)
         .for_each(|e, &m| *e |= m);
-    let mut stack = hits;
+    let mut stack = seeds;
     while let Some((r, c)) = stack.pop() {
-        for nr in r.saturating_sub(1)..=(r + 1).min(rows - 1) {
-            for nc in c.saturating_sub(1)..=(c + 1).min(cols - 1) {
-                if excluded[[nr, nc]] {
-                    continue;
-                }
-                if is_sharp(frame, variance, &excluded, nr, nc, GROW_SIGMA, sharpness) {
-                    mask[[nr, nc]] = true;
-                    excluded[[nr, nc]] = true;
-                    stack.push((nr, nc));
-                }
+        for (nr, nc) in neighbours8(r, c, rows, cols) {
+            if excluded[[nr, nc]] {
+                continue;
+            }
+            if is_track_pixel(frame, variance, &excluded, nr, nc) {
+                mask[[nr, nc]] = true;
+                excluded[[nr, nc]] = true;
+                stack.push((nr, nc));
             }
         }
     }
     mask
 }
 
-/// Whether the pixel stands `sigma` noise sigmas above its 5×5 median and that excess is
-/// `sharpness` times the fine structure (3×3 median − 5×5 median) around it. Medians and
-/// the noise skip pixels in `skip`.
+/// Whether a pixel next to a hit belongs to the same track: it stands `GROW_SIGMA` above
+/// its 5×5 median, and across some pair of opposite trusted neighbours it rises well
+/// above the straight line joining them (`TRACK_KINK` of its excess) — a kink no smooth
+/// slope or blurred peak makes.
+fn is_track_pixel(
+    frame: &Array2<f32>,
+    variance: &Array2<f32>,
+    skip: &Array2<bool>,
+    r: usize,
+    c: usize,
+) -> bool {
+    let (rows, cols) = frame.dim();
+    let mut buf = Vec::with_capacity(25);
+    let v = frame[[r, c]];
+    let (Some(m5), Some(var)) = (
+        window_median(frame, Some(skip), r, c, 2, &mut buf),
+        window_median(variance, Some(skip), r, c, 2, &mut buf),
+    ) else {
+        return false;
+    };
+    let noise = var.max(0.0).sqrt();
+    let excess = v - m5;
+    if excess <= GROW_SIGMA * noise {
+        return false;
+    }
+    let trusted = |dr: isize, dc: isize| {
+        let nr = r as isize + dr;
+        let nc = c as isize + dc;
+        (nr >= 0
+            && nc >= 0
+            && (nr as usize) < rows
+            && (nc as usize) < cols
+            && !skip[[nr as usize, nc as usize]])
+        .then(|| frame[[nr as usize, nc as usize]])
+    };
+    [(0isize, 1isize), (1, 0), (1, 1), (1, -1)]
+        .iter()
+        .any(|&(dr, dc)| match (trusted(dr, dc), trusted(-dr, -dc)) {
+            (Some(a), Some(b)) => {
+                let kink = v - 0.5 * (a + b);
+                kink > GROW_SIGMA * noise && kink > TRACK_KINK * excess
+            }
+            _ => false,
+        })
+}
+
+/// The up-to-eight neighbours of a pixel inside the frame.
+fn neighbours8(
+    r: usize,
+    c: usize,
+    rows: usize,
+    cols: usize,
+) -> impl Iterator<Item = (usize, usize)> {
+    (r.saturating_sub(1)..=(r + 1).min(rows - 1))
+        .flat_map(move |nr| (c.saturating_sub(1)..=(c + 1).min(cols - 1)).map(move |nc| (nr, nc)))
+        .filter(move |&p| p != (r, c))
+}
+
+/// Whether the pixel stands `sigma` noise sigmas above its 5×5 median, and `sharpness`
+/// times above its dimmest trusted edge-neighbour (up, down, left, right). However bright,
+/// an imaged source has light in every direction around its peak (the optics and the
+/// tissue blur it over more than a pixel); a hit or a track leaves at least one side dark.
+/// Medians and the noise skip pixels in `skip`.
 fn is_sharp(
     frame: &Array2<f32>,
     variance: &Array2<f32>,
@@ -106,11 +160,11 @@ fn is_sharp(
     sigma: f32,
     sharpness: f32,
 ) -> bool {
+    let (rows, cols) = frame.dim();
     let mut buf = Vec::with_capacity(25);
     let v = frame[[r, c]];
-    let (Some(m5), Some(m3), Some(var)) = (
+    let (Some(m5), Some(var)) = (
         window_median(frame, Some(skip), r, c, 2, &mut buf),
-        window_median(frame, Some(skip), r, c, 1, &mut buf),
         window_median(variance, Some(skip), r, c, 2, &mut buf),
     ) else {
         return false;
@@ -118,8 +172,27 @@ fn is_sharp(
     // Noise at the neighbourhood's level, not the (inflated) hit's own.
     let noise = var.max(0.0).sqrt();
     let excess = v - m5;
-    let fine = (m3 - m5).max(noise);
-    excess > sigma * noise && excess > sharpness * fine
+    if excess <= sigma * noise {
+        return false;
+    }
+    let side = [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)]
+        .iter()
+        .filter_map(|&(dr, dc)| {
+            let nr = r as isize + dr;
+            let nc = c as isize + dc;
+            (nr >= 0
+                && nc >= 0
+                && (nr as usize) < rows
+                && (nc as usize) < cols
+                && !skip[[nr as usize, nc as usize]])
+            .then(|| frame[[nr as usize, nc as usize]] - m5)
+        })
+        .fold(f32::INFINITY, f32::min);
+    if !side.is_finite() {
+        // No trusted edge-neighbour to compare with: leave the pixel alone.
+        return false;
+    }
+    excess > sharpness * side.max(noise)
 }
 
 #[cfg(test)]

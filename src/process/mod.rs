@@ -110,14 +110,14 @@ pub struct ProcessingParams {
 impl Default for ProcessingParams {
     fn default() -> Self {
         ProcessingParams {
-            background_box_cm: 2.8,
+            background_box_cm: 1.5,
             background_clip_sigma: 3.0,
             detection_smoothing_cm: 0.12,
             detection_sigma: 5.0,
             min_area_cm2: 0.01,
             deblend_contrast: 0.15,
             cosmic_sigma: 6.0,
-            cosmic_sharpness: 3.0,
+            cosmic_sharpness: 5.0,
             max_wing_growth_cm: 1.2,
         }
     }

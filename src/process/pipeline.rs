@@ -10,15 +10,18 @@ use std::collections::BTreeSet;
 use ndarray::{Array2, Zip};
 
 use super::background::BackgroundModel;
-use super::correct::{correct, repair_pixels, validate, CorrectionError};
+use super::correct::{correct, repair_pixels, validate, CorrectionError, Repair};
 use super::cosmic::find_cosmic_rays;
-use super::detect::{detect, source_mask, DetectionSettings};
+use super::detect::{detect, DetectionSettings};
 use super::filters::dilate;
 use super::photometry::{measure, PhotometryInputs};
 use super::roi::Roi;
 use super::{
     FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, RegionMeasurement, RegionSource,
 };
+
+/// Rounds of cosmic-ray search and repair.
+const COSMIC_ROUNDS: usize = 2;
 
 /// Why a frame could not be processed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -76,30 +79,42 @@ pub fn quantify(
     }
 
     let mut frame = correct(raw, cal, geom);
-    counts.bad_pixels_replaced = repair_pixels(&mut frame, &cal.bad_pixels);
-    if counts.bad_pixels_replaced > 0 {
-        flags.insert(QualityFlag::BadPixelsReplaced);
-    }
     counts.saturated_pixels = frame.saturated.iter().filter(|&&s| s).count();
     if counts.saturated_pixels > 0 {
         flags.insert(QualityFlag::SaturatedPixels);
     }
 
-    let mut variance = &frame.var_poisson + &frame.var_read;
-    let mut ignore = frame.saturated.clone();
-    Zip::from(&mut ignore)
+    // Cosmic rays first, with known defects left out of every neighbourhood; then the
+    // defects, interpolated from neighbours that are neither defects nor hits.
+    let mut untrusted = frame.saturated.clone();
+    Zip::from(&mut untrusted)
         .and(&cal.bad_pixels)
-        .for_each(|i, &b| *i |= b);
-    let cosmic = find_cosmic_rays(
-        &frame.radiance,
-        &variance,
-        &ignore,
-        params.cosmic_sigma,
-        params.cosmic_sharpness,
-    );
-    counts.cosmic_ray_pixels_replaced = repair_pixels(&mut frame, &cosmic);
-    if counts.cosmic_ray_pixels_replaced > 0 {
+        .for_each(|u, &b| *u |= b);
+    let mut variance = &frame.var_poisson + &frame.var_read;
+    // Two rounds: a track's fainter pixels stand out once its core is gone.
+    for _ in 0..COSMIC_ROUNDS {
+        let cosmic = find_cosmic_rays(
+            &frame.radiance,
+            &variance,
+            &untrusted,
+            params.cosmic_sigma,
+            params.cosmic_sharpness,
+        );
+        Zip::from(&mut untrusted)
+            .and(&cosmic)
+            .for_each(|u, &c| *u |= c);
+        let found = repair_pixels(&mut frame, &cosmic, &untrusted, Repair::Median);
+        if found == 0 {
+            break;
+        }
+        counts.cosmic_ray_pixels_replaced += found;
         flags.insert(QualityFlag::CosmicRaysRemoved);
+        variance = &frame.var_poisson + &frame.var_read;
+    }
+    counts.bad_pixels_replaced =
+        repair_pixels(&mut frame, &cal.bad_pixels, &untrusted, Repair::Interpolate);
+    if counts.bad_pixels_replaced > 0 {
+        flags.insert(QualityFlag::BadPixelsReplaced);
         variance = &frame.var_poisson + &frame.var_read;
     }
 
@@ -120,9 +135,10 @@ pub fn quantify(
         params.background_clip_sigma,
     );
     let net1 = &frame.radiance - &first.map();
-    let sources = source_mask(&net1, &variance, &settings);
-    // Mask generously: a tumour's wings extend well past its threshold footprint.
-    let mut exclude = dilate(&sources, settings.max_growth_px.max(2));
+    // Mask each source out to where its light fades into the noise (its grown aperture),
+    // plus a margin, so its wings do not lift the background.
+    let sources = detect(&net1, &variance, &settings).aperture.mapv(|l| l > 0);
+    let mut exclude = dilate(&sources, 2);
     Zip::from(&mut exclude)
         .and(&frame.saturated)
         .for_each(|e, &s| *e |= s);

@@ -8,7 +8,7 @@ use rand_distr::{Distribution, Normal, Poisson};
 use serde::{Deserialize, Serialize};
 
 use crate::process::correct::RadialFlat;
-use crate::process::SensorFacts;
+use crate::process::{FrameCalibration, SensorFacts};
 
 /// The simulated imager. Its fixed patterns (bias structure, hot pixels, PRNU) are a pure
 /// function of `pattern_seed`, so every frame from one instrument shares them.
@@ -270,6 +270,47 @@ impl Instrument {
             cosmic_rays: false,
         };
         self.read_out(&spec, Some(&signal), &mut ChaCha8Rng::seed_from_u64(seed))
+    }
+}
+
+impl Instrument {
+    /// The calibration a perfect calibration procedure would produce for one frame: the
+    /// true bias pattern, dark charge, flat (vignetting × PRNU) and defects, with noiseless
+    /// masters. Lets tests judge the processing alone, apart from calibration noise.
+    pub fn ideal_calibration(
+        &self,
+        binning: u32,
+        exposure_s: f64,
+        sensor_temp_c: f64,
+        fov_cm: f64,
+        f_number: f64,
+    ) -> FrameCalibration {
+        let (prnu, dark_mult, bias) = self.binned_patterns(binning);
+        let dark_e = self.dark_current_at(sensor_temp_c) * exposure_s;
+        let gain = self.sensor.gain_e_per_adu;
+        let dark = dark_mult.mapv(|m| (m as f64 * dark_e / gain) as f32);
+        let flat = &self.vignetting_frame(binning, fov_cm) * &prnu;
+        let n = self.frame_px(binning);
+        let b = binning as usize;
+        let mut bad = Array2::from_elem((n, n), false);
+        let (hot, cols) = self.defects();
+        for (x, y) in hot {
+            bad[[y / b, x / b]] = true;
+        }
+        for c in cols {
+            bad.column_mut(c / b).fill(true);
+        }
+        FrameCalibration {
+            bias_adu: bias,
+            bias_var_adu2: 0.0,
+            dark_adu: Some(dark),
+            dark_var_adu2: 0.0,
+            flat,
+            bad_pixels: bad,
+            coefficient: self.coefficient(fov_cm, f_number),
+            coefficient_rel_uncertainty: self.coefficient_rel_uncertainty,
+            sensor: self.sensor,
+        }
     }
 }
 

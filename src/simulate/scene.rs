@@ -51,13 +51,17 @@ impl Default for SceneSpec {
             flux_range: (2.0e6, 2.0e8),
             sigma_range_cm: (0.12, 0.3),
             touching_pair: false,
-            autoluminescence_radiance: 2.0e3,
+            autoluminescence_radiance: 1.0e3,
             light_leak_radiance: 1.0e3,
             cosmic_rays: true,
             photograph: true,
         }
     }
 }
+
+/// Extent (Gaussian sigma) of a mouse's autoluminescence across and along the body, cm.
+const AUTOLUMINESCENCE_SIGMA_X_CM: f64 = 2.5;
+const AUTOLUMINESCENCE_SIGMA_Y_CM: f64 = 4.0;
 
 /// The known answer for one tumour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,9 +126,11 @@ fn density(t: &TrueTumour, dx: f64, dy: f64) -> f64 {
         // exp(-(q/2)^2): integral = π·sa·sb·Γ(1/2)·... normalised numerically below.
         "flat_top" => (-(q / 2.0).powi(2)).exp(),
         "two_lobed" => {
-            let d = 0.9 * sa;
-            let q1 = ((u - d) / (0.6 * sa)).powi(2) + (v / sb).powi(2);
-            let q2 = ((u + d) / (0.6 * sa)).powi(2) + (v / sb).powi(2);
+            // Two lobes 1.4 lobe-sigmas apart: an elongated, lopsided tumour with one peak
+            // (two Gaussians closer than 2σ never show a dip between them).
+            let d = 0.5 * sa;
+            let q1 = ((u - d) / (0.7 * sa)).powi(2) + (v / sb).powi(2);
+            let q2 = ((u + d) / (0.7 * sa)).powi(2) + (v / sb).powi(2);
             (-q1 / 2.0).exp() + 0.6 * (-q2 / 2.0).exp()
         }
         _ => (-q / 2.0).exp(),
@@ -275,9 +281,10 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
         let auto: f64 = mice
             .iter()
             .map(|m| {
-                let u = (x - m.centre_cm[0]) / (1.2 * m.half_width_cm);
-                let v = (y - m.centre_cm[1]) / (1.2 * m.half_length_cm);
-                spec.autoluminescence_radiance * (-(u * u + v * v) * 1.5).exp()
+                // Diffuse glow of the body, broader than the mouse (light scatters in tissue).
+                let u = (x - m.centre_cm[0]) / AUTOLUMINESCENCE_SIGMA_X_CM;
+                let v = (y - m.centre_cm[1]) / AUTOLUMINESCENCE_SIGMA_Y_CM;
+                spec.autoluminescence_radiance * (-(u * u + v * v) / 2.0).exp()
             })
             .sum();
         (leak + auto) as f32

@@ -1,0 +1,35 @@
+//! Helpers shared by the integration tests: matching measured regions to the simulator's
+//! ground truth.
+#![allow(dead_code)]
+
+use lumiq::process::{Quantification, RegionSource};
+use lumiq::simulate::Truth;
+
+/// For each true tumour, the index (in `q.regions`) of the detected region covering its
+/// centre, if any.
+pub fn match_truth(q: &Quantification, truth: &Truth) -> Vec<Option<usize>> {
+    let (rows, cols) = q.detection_labels.dim();
+    truth
+        .tumours
+        .iter()
+        .map(|t| {
+            let c = t.centre_px[0].floor() as isize;
+            let r = t.centre_px[1].floor() as isize;
+            if r < 0 || c < 0 || r as usize >= rows || c as usize >= cols {
+                return None;
+            }
+            let l = q.detection_labels[[r as usize, c as usize]];
+            (l > 0).then(|| l as usize - 1)
+        })
+        .collect()
+}
+
+/// Detected regions that no true tumour claims.
+pub fn unmatched_detections(q: &Quantification, matches: &[Option<usize>]) -> Vec<usize> {
+    q.regions
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r.source == RegionSource::Detected && !matches.contains(&Some(*i)))
+        .map(|(i, _)| i)
+        .collect()
+}
