@@ -1,1 +1,270 @@
-//! (being written)
+//! The `lumiq` command line. Parses flags and calls the library; prints the record on
+//! stdout and one-line errors on stderr.
+//!
+//! Owns: argument parsing, the exit code, and what the user sees. Nothing else.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::calibrate::{self as calib, CalibrateOptions};
+use crate::formats::calibration_set::CoefficientEntry;
+use crate::job;
+use crate::process::ProcessingParams;
+use crate::simulate::{self, Instrument, SceneSpec};
+
+#[derive(Debug, Parser)]
+#[command(name = "lumiq", version, about = "Calibrated tumour quantification for bioluminescence imagers")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Quantify one acquisition (a lumiq acquisition folder or an IVIS click folder) and
+    /// print its measurement record as one JSON object.
+    Process(ProcessArgs),
+    /// Simulate an acquisition (or raw calibration frames) with ground truth.
+    Simulate(SimulateArgs),
+    /// Build calibration masters (bias, dark, flat, bad pixels, gain) from raw frames.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// The acquisition folder.
+    pub path: PathBuf,
+    /// Calibration set for a lumiq folder (default: $LUMIQ_CALIBRATION_DIR, then
+    /// calibration/<instrument_id>). IVIS click folders carry their own.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Write radiance.tiff, background.tiff, overlay.png and record.json here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Print the record on one line instead of indented.
+    #[arg(long)]
+    pub compact: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SimFormat {
+    Lumiq,
+    Ivis,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Folder to write (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Write raw bias, dark and flat frames for `lumiq calibrate` instead of an acquisition.
+    #[arg(long)]
+    pub calibration_frames: bool,
+    #[arg(long, value_enum, default_value = "lumiq")]
+    pub format: SimFormat,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 8)]
+    pub binning: u32,
+    #[arg(long, default_value_t = 60.0)]
+    pub exposure_s: f64,
+    #[arg(long, default_value_t = 5)]
+    pub mice: usize,
+    /// Smallest and largest tumour total flux, photons/s.
+    #[arg(long, num_args = 2, value_names = ["MIN", "MAX"], default_values_t = [2.0e4, 2.0e7])]
+    pub flux: Vec<f64>,
+    /// Add a pair of touching tumours on the first mouse.
+    #[arg(long)]
+    pub touching: bool,
+    #[arg(long)]
+    pub no_cosmic_rays: bool,
+    /// Draw a circular ROI around every tumour (lumiq folders; IVIS folders always get them).
+    #[arg(long)]
+    pub rois: bool,
+    /// IVIS only: write a dark frame saturated everywhere, as some real folders have.
+    #[arg(long)]
+    pub unusable_dark: bool,
+    /// Calibration frames: binnings to simulate.
+    #[arg(long, value_delimiter = ',', default_values_t = [4u32, 8])]
+    pub binnings: Vec<u32>,
+    /// Calibration frames: frames per master.
+    #[arg(long, default_value_t = 10)]
+    pub frames: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Calibration set folder to create or update.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Identifier of the set (default: the folder's name).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Instrument the frames come from (default: the first frame's `instrument_id`).
+    #[arg(long)]
+    pub instrument: Option<String>,
+    /// Absolute calibration coefficient to record, as FOV_CM:F_NUMBER:C:REL_UNCERTAINTY
+    /// (e.g. 22.4:1:7.223e5:0.05); repeat for each field of view and f-number.
+    #[arg(long = "coefficient", value_name = "FOV:F:C:REL")]
+    pub coefficients: Vec<String>,
+    /// Record the simulated instrument's coefficients and sensor facts (for frames from
+    /// `lumiq simulate --calibration-frames`).
+    #[arg(long)]
+    pub simulated_instrument: bool,
+    /// Raw level at or above which a pixel is saturated, ADU.
+    #[arg(long)]
+    pub saturation_adu: Option<f64>,
+    /// Raw frames: lumiq acquisition folders of kind bias, dark or flat, or folders holding them.
+    #[arg(required = true)]
+    pub frames: Vec<PathBuf>,
+}
+
+/// Run the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("lumiq: error: {}", chain.join(": "));
+            1
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Process(a) => process(a),
+        Command::Simulate(a) => simulate(a),
+        Command::Calibrate(a) => calibrate(a),
+    }
+}
+
+fn process(a: ProcessArgs) -> anyhow::Result<()> {
+    let input = job::load(&a.path, a.calibration.as_deref())?;
+    let out = job::run(input, &ProcessingParams::default()).with_context(|| a.path.display().to_string())?;
+    if let Some(dir) = &a.out {
+        job::write_outputs(dir, &out)?;
+    }
+    let json = if a.compact { serde_json::to_string(&out.record)? } else { serde_json::to_string_pretty(&out.record)? };
+    println!("{json}");
+    Ok(())
+}
+
+fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
+    let inst = Instrument::default();
+    if a.calibration_frames {
+        let folders = calib::simulate_raw_calibration_frames(&inst, &a.out, &a.binnings, a.frames)?;
+        eprintln!("wrote {} raw calibration frames under {}", folders.len(), a.out.display());
+        return Ok(());
+    }
+    let (lo, hi) = (a.flux[0], a.flux[1]);
+    if !(lo > 0.0 && hi >= lo) {
+        anyhow::bail!("--flux {lo} {hi}: give the smallest then the largest total flux, both positive");
+    }
+    let spec = SceneSpec {
+        seed: a.seed,
+        binning: a.binning,
+        exposure_s: a.exposure_s,
+        mice: a.mice,
+        flux_range: (lo, hi),
+        touching_pair: a.touching,
+        cosmic_rays: !a.no_cosmic_rays,
+        ..SceneSpec::default()
+    };
+    if inst.sensor_px % a.binning as usize != 0 {
+        anyhow::bail!("--binning {}: must divide the sensor's {} pixels (1, 2, 4, 8, 16)", a.binning, inst.sensor_px);
+    }
+    let sim = simulate::simulate_acquisition(&inst, &spec);
+    match a.format {
+        SimFormat::Lumiq => {
+            let rois = if a.rois { simulate::write::rois_around_tumours(&sim) } else { Vec::new() };
+            simulate::write::write_lumiq(&a.out, &sim, rois)?
+        }
+        SimFormat::Ivis => simulate::write::write_ivis(&a.out, &inst, &sim, !a.unusable_dark)?,
+    }
+    eprintln!(
+        "wrote a simulated acquisition ({} mice, {} tumours) to {} with its ground truth in {}",
+        sim.truth.mice.len(),
+        sim.truth.tumours.len(),
+        a.out.display(),
+        simulate::write::TRUTH_FILE
+    );
+    Ok(())
+}
+
+fn parse_coefficient(text: &str) -> anyhow::Result<CoefficientEntry> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let nums: Result<Vec<f64>, _> = parts.iter().map(|p| p.trim().parse::<f64>()).collect();
+    match nums {
+        Ok(v) if v.len() == 4 && v.iter().all(|x| x.is_finite()) && v[0] > 0.0 && v[1] > 0.0 && v[2] > 0.0 && v[3] >= 0.0 => {
+            Ok(CoefficientEntry { fov_cm: v[0], f_number: v[1], c: v[2], rel_uncertainty: v[3] })
+        }
+        _ => anyhow::bail!("--coefficient {text:?}: expected FOV_CM:F_NUMBER:C:REL_UNCERTAINTY with positive numbers, e.g. 22.4:1:7.223e5:0.05"),
+    }
+}
+
+fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
+    let id = a
+        .id
+        .clone()
+        .or_else(|| a.out.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "calibration".into());
+    let mut opts = if a.simulated_instrument {
+        let mut o = calib::sim_instrument_options(&Instrument::default());
+        o.id = id;
+        o.created_at = None;
+        o
+    } else {
+        let instrument = match &a.instrument {
+            Some(i) => i.clone(),
+            None => first_instrument_id(&a.frames)?,
+        };
+        CalibrateOptions::new(id, instrument)
+    };
+    for c in &a.coefficients {
+        opts.coefficients.push(parse_coefficient(c)?);
+    }
+    if let Some(s) = a.saturation_adu {
+        opts.saturation_adu = s;
+    }
+    let summary = calib::build_set(&a.frames, &a.out, &opts)?;
+    for m in &summary.masters {
+        eprintln!("{:>5} b{} {:<40} {} frames, noise {:.3} ADU ({})", m.kind, m.binning, m.file, m.frames_combined, m.noise_adu, m.settings);
+    }
+    for w in &summary.warnings {
+        eprintln!("warning: {w}");
+    }
+    eprintln!(
+        "gain {:.4} e-/ADU, read noise {:.3} e-; calibration set written to {}",
+        summary.gain_e_per_adu,
+        summary.read_noise_e,
+        summary.index_path.display()
+    );
+    Ok(())
+}
+
+/// The instrument id of the first acquisition folder found among the inputs.
+fn first_instrument_id(inputs: &[PathBuf]) -> anyhow::Result<String> {
+    use crate::formats::acquisition_folder;
+    for p in inputs {
+        let candidates: Vec<PathBuf> = if acquisition_folder::is_acquisition_folder(p) {
+            vec![p.clone()]
+        } else {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("{}: cannot list the folder", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|d| acquisition_folder::is_acquisition_folder(d))
+                .collect();
+            v.sort();
+            v
+        };
+        if let Some(first) = candidates.first() {
+            return Ok(acquisition_folder::read(first)?.file.instrument_id);
+        }
+    }
+    anyhow::bail!("no lumiq acquisition folder among the inputs; pass folders of kind bias, dark or flat (or pass --instrument)")
+}

@@ -10,6 +10,7 @@
 //! - [`simulate`]: a physically honest simulated instrument with ground truth.
 //! - [`overlay`]: the overlay picture a biologist looks at.
 //! - [`calibrate`]: building calibration masters from raw frames.
+//! - [`job`]: one acquisition end to end: load, quantify, record, write outputs.
 //! - [`cli`]: the `lumiq` command line (the binary only parses flags and calls it).
 #![forbid(unsafe_code)]
 
@@ -17,6 +18,7 @@ pub mod acquisition;
 pub mod calibrate;
 pub mod cli;
 pub mod formats;
+pub mod job;
 pub mod overlay;
 pub mod process;
 pub mod record;

@@ -1,6 +1,7 @@
 //! The spatially varying background (autoluminescence, light leaks, residual dark): a
-//! mesh of sigma-clipped estimates over cells several tumour diameters wide, with sources
-//! masked, interpolated bilinearly between cell centres, with its rms and its own error.
+//! mesh of sigma-clipped estimates (a plane fitted in each cell, evaluated at its centre)
+//! over cells wider than a tumour, with sources masked, interpolated by cubic convolution
+//! between cell centres, with its rms and its own error.
 //!
 //! Owns: the model and its uncertainty. A linear gradient is reproduced exactly away from
 //! the frame's outer half-cells; structure narrower than a cell is not followed, by design,
@@ -9,7 +10,6 @@
 use ndarray::Array2;
 use rayon::prelude::*;
 
-use super::stats::sigma_clipped_stats;
 
 /// Least fraction of a cell's pixels that must be usable for the cell to be estimated.
 const MIN_USABLE_FRACTION: f64 = 0.4;
@@ -22,9 +22,9 @@ pub struct BackgroundModel {
     pub cell_w_px: f64,
     pub rows: usize,
     pub cols: usize,
-    /// Clipped mean per cell, in the frame's units.
+    /// Background at each cell's centre (a clipped plane fit), in the frame's units.
     pub mesh: Array2<f32>,
-    /// Clipped standard deviation of one pixel per cell.
+    /// Clipped residual standard deviation of one pixel per cell.
     pub mesh_rms: Array2<f32>,
     /// One-sigma error of each cell's value.
     pub mesh_err: Array2<f32>,
@@ -54,11 +54,14 @@ impl BackgroundModel {
                 let c0 = (cx as f64 * cell_w).round() as usize;
                 let r1 = (((cy + 1) as f64 * cell_h).round() as usize).min(rows);
                 let c1 = (((cx + 1) as f64 * cell_w).round() as usize).min(cols);
-                let mut sample = Vec::with_capacity((r1 - r0) * (c1 - c0));
+                let mut sample: Vec<(f32, f32, f32)> = Vec::with_capacity((r1 - r0) * (c1 - c0));
+                // Offsets from the cell's nominal centre, where the mesh value is defined.
+                let yc = (cy as f64 + 0.5) * cell_h - 0.5;
+                let xc = (cx as f64 + 0.5) * cell_w - 0.5;
                 for r in r0..r1 {
                     for c in c0..c1 {
                         if !exclude[[r, c]] {
-                            sample.push(frame[[r, c]]);
+                            sample.push(((c as f64 - xc) as f32, (r as f64 - yc) as f32, frame[[r, c]]));
                         }
                     }
                 }
@@ -66,9 +69,7 @@ impl BackgroundModel {
                 if (sample.len() as f64) < MIN_USABLE_FRACTION * total as f64 {
                     return None;
                 }
-                let s = sigma_clipped_stats(&mut sample, clip_sigma, 5)?;
-                let err = s.std / (s.n as f64).sqrt();
-                Some((s.mean as f32, s.std as f32, err as f32))
+                clipped_plane(&mut sample, clip_sigma).map(|(v, rms, n)| (v as f32, rms as f32, (rms / (n as f64).sqrt()) as f32))
             })
             .collect();
         let mut mesh = Array2::<f32>::zeros((ny, nx));
@@ -84,6 +85,9 @@ impl BackgroundModel {
             }
         }
         let filled = fill_invalid(&mut mesh, &mut rms, &mut err, &valid);
+        let mesh = unsmooth(&mesh);
+        // The correction mixes in neighbours at 1/24 weight: about 9 % more error.
+        err.mapv_inplace(|e| e * 1.09);
         BackgroundModel {
             cell_h_px: cell_h,
             cell_w_px: cell_w,
@@ -155,6 +159,102 @@ impl BackgroundModel {
     }
 }
 
+/// Fit `v = a + b·x + c·y` to the samples by least squares with iterative sigma clipping of
+/// the residuals. Returns (a: the value at the origin, residual rms, samples kept). A plane,
+/// not a mean: a steep gradient across a cell with some pixels masked still gives the value
+/// at the cell's centre.
+fn clipped_plane(sample: &mut Vec<(f32, f32, f32)>, clip_sigma: f64) -> Option<(f64, f64, usize)> {
+    let mut fit = None;
+    for _ in 0..5 {
+        let n = sample.len();
+        if n < 6 {
+            break;
+        }
+        let (mut sx, mut sy, mut sv, mut sxx, mut syy, mut sxy, mut sxv, mut syv) = (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for &(x, y, v) in sample.iter() {
+            let (x, y, v) = (x as f64, y as f64, v as f64);
+            sx += x;
+            sy += y;
+            sv += v;
+            sxx += x * x;
+            syy += y * y;
+            sxy += x * y;
+            sxv += x * v;
+            syv += y * v;
+        }
+        let nf = n as f64;
+        // Solve the 3×3 normal equations by Cramer's rule.
+        let m = [[nf, sx, sy], [sx, sxx, sxy], [sy, sxy, syy]];
+        let rhs = [sv, sxv, syv];
+        let det3 = |m: [[f64; 3]; 3]| {
+            m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+                + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
+        };
+        let d = det3(m);
+        if d.abs() < 1e-12 {
+            break;
+        }
+        let mut coef = [0.0; 3];
+        for (k, c) in coef.iter_mut().enumerate() {
+            let mut mk = m;
+            for (row, &r) in mk.iter_mut().zip(rhs.iter()) {
+                row[k] = r;
+            }
+            *c = det3(mk) / d;
+        }
+        let resid = |&(x, y, v): &(f32, f32, f32)| v as f64 - (coef[0] + coef[1] * x as f64 + coef[2] * y as f64);
+        let var = sample.iter().map(|p| resid(p).powi(2)).sum::<f64>() / (nf - 3.0);
+        let rms = var.sqrt();
+        fit = Some((coef[0], rms, n));
+        let before = sample.len();
+        sample.retain(|p| resid(p).abs() <= clip_sigma * rms);
+        if sample.len() == before {
+            break;
+        }
+    }
+    fit
+}
+
+/// Least-squares quadratic surface `a + b·x + c·y + d·x² + e·xy + f·y²` through the points;
+/// returns its value at the origin and the points' rms scatter about it. A filled cell under
+/// a large masked source sits where the background may curve (the middle of a mouse's
+/// glow): a plane would cut under the peak.
+fn quadratic_at_origin(pts: &[(f32, f32, f32)]) -> Option<(f64, f64)> {
+    const K: usize = 6;
+    let basis = |x: f64, y: f64| [1.0, x, y, x * x, x * y, y * y];
+    let mut a = [[0.0f64; K + 1]; K];
+    for &(x, y, v) in pts {
+        let b = basis(x as f64, y as f64);
+        for i in 0..K {
+            for j in 0..K {
+                a[i][j] += b[i] * b[j];
+            }
+            a[i][K] += b[i] * v as f64;
+        }
+    }
+    // Gaussian elimination with partial pivoting.
+    for col in 0..K {
+        let pivot = (col..K).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-9 {
+            return None;
+        }
+        a.swap(col, pivot);
+        for row in 0..K {
+            if row != col {
+                let f = a[row][col] / a[col][col];
+                for k in col..=K {
+                    a[row][k] -= f * a[col][k];
+                }
+            }
+        }
+    }
+    let coef: Vec<f64> = (0..K).map(|i| a[i][K] / a[i][i]).collect();
+    let eval = |x: f64, y: f64| basis(x, y).iter().zip(&coef).map(|(b, c)| b * c).sum::<f64>();
+    let dof = (pts.len() as f64 - K as f64).max(1.0);
+    let misfit = (pts.iter().map(|&(x, y, v)| (v as f64 - eval(x as f64, y as f64)).powi(2)).sum::<f64>() / dof).sqrt();
+    Some((coef[0], misfit))
+}
+
 /// Interpolation weights along one axis for pixel `p` with `n` cells of size `cell` px.
 fn axis_weights(p: usize, n: usize, cell: f64) -> Vec<(usize, f32)> {
     if n == 1 {
@@ -199,46 +299,74 @@ fn axis_weights(p: usize, n: usize, cell: f64) -> Vec<(usize, f32)> {
     out
 }
 
-/// Fill invalid cells with the mean of valid cells at the smallest ring distance that has
-/// any; the filled cell's error is the largest error among those it came from, doubled.
-fn fill_invalid(
-    mesh: &mut Array2<f32>,
-    rms: &mut Array2<f32>,
-    err: &mut Array2<f32>,
-    valid: &Array2<bool>,
-) -> usize {
+/// A cell's fitted value is the background averaged over the cell, which sits below a
+/// peak and above a trough by `h²/24 · f''` along each axis. Undo that with the second
+/// difference of the neighbouring cells (which is `h² · f''`), where both neighbours exist.
+fn unsmooth(mesh: &Array2<f32>) -> Array2<f32> {
+    let (ny, nx) = mesh.dim();
+    let mut out = mesh.clone();
+    for y in 0..ny {
+        for x in 0..nx {
+            let mut correction = 0.0f32;
+            if y > 0 && y + 1 < ny {
+                correction += (mesh[[y - 1, x]] - 2.0 * mesh[[y, x]] + mesh[[y + 1, x]]) / 24.0;
+            }
+            if x > 0 && x + 1 < nx {
+                correction += (mesh[[y, x - 1]] - 2.0 * mesh[[y, x]] + mesh[[y, x + 1]]) / 24.0;
+            }
+            out[[y, x]] -= correction;
+        }
+    }
+    out
+}
+
+/// Fill invalid cells from the valid cells around them: a plane fitted (least squares, in
+/// cell units) to the valid cells of the smallest surrounding square that holds at least
+/// six, so a gradient carries on under a large masked source instead of flattening. The
+/// filled cell's error is twice the largest error among the cells it came from, and the
+/// cells' scatter about the plane.
+fn fill_invalid(mesh: &mut Array2<f32>, rms: &mut Array2<f32>, err: &mut Array2<f32>, valid: &Array2<bool>) -> usize {
     let (ny, nx) = mesh.dim();
     let mut filled = 0;
     if !valid.iter().any(|&v| v) {
-        // Nothing usable anywhere: a zero background with infinite-looking error.
+        // Nothing usable anywhere: a zero background with a huge error.
         err.fill(f32::MAX.sqrt());
         return ny * nx;
     }
     let snapshot = (mesh.clone(), rms.clone(), err.clone());
+    let total_valid = valid.iter().filter(|&&v| v).count();
     for y in 0..ny {
         for x in 0..nx {
             if valid[[y, x]] {
                 continue;
             }
             filled += 1;
-            for ring in 1..ny.max(nx) {
-                let mut acc = (0.0f64, 0.0f64, 0.0f32, 0usize);
+            for ring in 1..=ny.max(nx) {
+                let mut pts: Vec<(f32, f32, f32)> = Vec::new();
+                let (mut rms_sum, mut err_max) = (0.0f64, 0.0f32);
                 for yy in y.saturating_sub(ring)..=(y + ring).min(ny - 1) {
                     for xx in x.saturating_sub(ring)..=(x + ring).min(nx - 1) {
                         if valid[[yy, xx]] {
-                            acc.0 += snapshot.0[[yy, xx]] as f64;
-                            acc.1 += snapshot.1[[yy, xx]] as f64;
-                            acc.2 = acc.2.max(snapshot.2[[yy, xx]]);
-                            acc.3 += 1;
+                            pts.push(((xx as f32 - x as f32), (yy as f32 - y as f32), snapshot.0[[yy, xx]]));
+                            rms_sum += snapshot.1[[yy, xx]] as f64;
+                            err_max = err_max.max(snapshot.2[[yy, xx]]);
                         }
                     }
                 }
-                if acc.3 > 0 {
-                    mesh[[y, x]] = (acc.0 / acc.3 as f64) as f32;
-                    rms[[y, x]] = (acc.1 / acc.3 as f64) as f32;
-                    err[[y, x]] = 2.0 * acc.2;
-                    break;
+                if pts.len() < 6.min(total_valid) {
+                    continue;
                 }
+                let n = pts.len();
+                let mean = pts.iter().map(|p| p.2 as f64).sum::<f64>() / n as f64;
+                // A plane through the cells (no clipping: each cell is already robust).
+                // The scatter of the cells about that plane says how far the background
+                // departs from a plane here: the filled value is no better than that.
+                let fit = if pts.len() >= 12 { quadratic_at_origin(&pts) } else { None };
+                let (value, misfit) = fit.or_else(|| clipped_plane(&mut pts, f64::INFINITY).map(|(v, m, _)| (v, m))).unwrap_or((mean, 0.0));
+                mesh[[y, x]] = value as f32;
+                rms[[y, x]] = (rms_sum / n as f64) as f32;
+                err[[y, x]] = ((2.0 * err_max as f64).powi(2) + misfit.powi(2)).sqrt() as f32;
+                break;
             }
         }
     }

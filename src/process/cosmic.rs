@@ -18,16 +18,16 @@ use super::filters::window_median;
 
 /// Threshold for growing a hit into its neighbours, noise sigmas.
 const GROW_SIGMA: f32 = 3.0;
-/// Share of a track pixel's excess that must stand above the line through its neighbours.
-const TRACK_KINK: f32 = 0.85;
 
 /// Find cosmic-ray pixels in `frame` (any units) with per-pixel `variance` (units²).
 /// Pixels in `ignore` (saturated, known bad) are never reported and never used as
-/// neighbours.
+/// neighbours. With `only_near`, hits are sought only where it is true (a second round
+/// looks for the rest of the tracks found by the first, nowhere else).
 pub fn find_cosmic_rays(
     frame: &Array2<f32>,
     variance: &Array2<f32>,
     ignore: &Array2<bool>,
+    only_near: Option<&Array2<bool>>,
     sigma: f64,
     sharpness: f64,
 ) -> Array2<bool> {
@@ -40,12 +40,15 @@ pub fn find_cosmic_rays(
         .flat_map_iter(|r| {
             let mut out = Vec::new();
             for c in 0..cols {
-                if ignore[[r, c]] {
+                if ignore[[r, c]] || only_near.is_some_and(|m| !m[[r, c]]) {
                     continue;
                 }
                 let v = frame[[r, c]];
                 let (mut sum, mut n, mut local_max) = (0.0f32, 0usize, true);
                 for (nr, nc) in neighbours8(r, c, rows, cols) {
+                    if ignore[[nr, nc]] {
+                        continue;
+                    }
                     let w = frame[[nr, nc]];
                     sum += w;
                     n += 1;
@@ -55,7 +58,7 @@ pub fn find_cosmic_rays(
                 let mean8 = sum / n.max(1) as f32;
                 if local_max
                     && v - mean8 > 0.5 * sigma * variance[[r, c]].max(0.0).sqrt()
-                    && is_sharp(frame, variance, ignore, r, c, sigma, sharpness)
+                    && is_sharp(frame, variance, ignore, r, c, sigma, sharpness, true)
                 {
                     out.push((r, c));
                 }
@@ -67,71 +70,21 @@ pub fn find_cosmic_rays(
     for &(r, c) in &seeds {
         mask[[r, c]] = true;
     }
-    // Grow into the rest of a track: neighbours that are sharp too once the hit is left out.
+    // Grow one pixel into the rest of a track: neighbours of a hit that are sharp too once
+    // the hits are left out, judged only on complete pairs of trusted neighbours (a pixel
+    // surrounded by hits is not judged at all). One step only: a longer track's remaining
+    // pixels become seeds of the next round, so growth can never creep across a source.
     let mut excluded = ignore.clone();
-    Zip::from(&mut excluded)
-        .and(&mask)
-        .for_each(|e, &m| *e |= m);
-    let mut stack = seeds;
-    while let Some((r, c)) = stack.pop() {
-        for (nr, nc) in neighbours8(r, c, rows, cols) {
-            if excluded[[nr, nc]] {
-                continue;
-            }
-            if is_track_pixel(frame, variance, &excluded, nr, nc) {
-                mask[[nr, nc]] = true;
-                excluded[[nr, nc]] = true;
-                stack.push((nr, nc));
-            }
-        }
+    Zip::from(&mut excluded).and(&mask).for_each(|e, &m| *e |= m);
+    let grown: Vec<(usize, usize)> = seeds
+        .iter()
+        .flat_map(|&(r, c)| neighbours8(r, c, rows, cols))
+        .filter(|&(nr, nc)| !excluded[[nr, nc]] && is_sharp(frame, variance, &excluded, nr, nc, GROW_SIGMA, sharpness, false))
+        .collect();
+    for (r, c) in grown {
+        mask[[r, c]] = true;
     }
     mask
-}
-
-/// Whether a pixel next to a hit belongs to the same track: it stands `GROW_SIGMA` above
-/// its 5×5 median, and across some pair of opposite trusted neighbours it rises well
-/// above the straight line joining them (`TRACK_KINK` of its excess) — a kink no smooth
-/// slope or blurred peak makes.
-fn is_track_pixel(
-    frame: &Array2<f32>,
-    variance: &Array2<f32>,
-    skip: &Array2<bool>,
-    r: usize,
-    c: usize,
-) -> bool {
-    let (rows, cols) = frame.dim();
-    let mut buf = Vec::with_capacity(25);
-    let v = frame[[r, c]];
-    let (Some(m5), Some(var)) = (
-        window_median(frame, Some(skip), r, c, 2, &mut buf),
-        window_median(variance, Some(skip), r, c, 2, &mut buf),
-    ) else {
-        return false;
-    };
-    let noise = var.max(0.0).sqrt();
-    let excess = v - m5;
-    if excess <= GROW_SIGMA * noise {
-        return false;
-    }
-    let trusted = |dr: isize, dc: isize| {
-        let nr = r as isize + dr;
-        let nc = c as isize + dc;
-        (nr >= 0
-            && nc >= 0
-            && (nr as usize) < rows
-            && (nc as usize) < cols
-            && !skip[[nr as usize, nc as usize]])
-        .then(|| frame[[nr as usize, nc as usize]])
-    };
-    [(0isize, 1isize), (1, 0), (1, 1), (1, -1)]
-        .iter()
-        .any(|&(dr, dc)| match (trusted(dr, dc), trusted(-dr, -dc)) {
-            (Some(a), Some(b)) => {
-                let kink = v - 0.5 * (a + b);
-                kink > GROW_SIGMA * noise && kink > TRACK_KINK * excess
-            }
-            _ => false,
-        })
 }
 
 /// The up-to-eight neighbours of a pixel inside the frame.
@@ -146,11 +99,16 @@ fn neighbours8(
         .filter(move |&p| p != (r, c))
 }
 
-/// Whether the pixel stands `sigma` noise sigmas above its 5×5 median, and `sharpness`
-/// times above its dimmest trusted edge-neighbour (up, down, left, right). However bright,
-/// an imaged source has light in every direction around its peak (the optics and the
-/// tissue blur it over more than a pixel); a hit or a track leaves at least one side dark.
-/// Medians and the noise skip pixels in `skip`.
+/// Whether the pixel stands `sigma` noise sigmas above its 5×5 median, and above its
+/// "support" — the brighter of the dimmer neighbours of each opposite pair (up/down,
+/// left/right and both diagonals) — by `sigma` noise sigmas and by `contrast` of that
+/// excess. However bright, an imaged source is blurred over more than a pixel, so some
+/// line through every pixel of it has light on both sides (a peak in every direction, a
+/// plateau's edge along the edge); a cosmic-ray hit or track has, on every line through
+/// it, at least one dark side — except along the track, where both sides may be lit, but
+/// then it also has a line across the track with both sides dark, and that pixel is only
+/// reached by growth from the track's end. Medians and the noise skip pixels in `skip`.
+#[allow(clippy::too_many_arguments)]
 fn is_sharp(
     frame: &Array2<f32>,
     variance: &Array2<f32>,
@@ -158,7 +116,8 @@ fn is_sharp(
     r: usize,
     c: usize,
     sigma: f32,
-    sharpness: f32,
+    contrast: f32,
+    allow_single: bool,
 ) -> bool {
     let (rows, cols) = frame.dim();
     let mut buf = Vec::with_capacity(25);
@@ -175,24 +134,31 @@ fn is_sharp(
     if excess <= sigma * noise {
         return false;
     }
-    let side = [(-1isize, 0isize), (1, 0), (0, -1), (0, 1)]
-        .iter()
-        .filter_map(|&(dr, dc)| {
-            let nr = r as isize + dr;
-            let nc = c as isize + dc;
-            (nr >= 0
-                && nc >= 0
-                && (nr as usize) < rows
-                && (nc as usize) < cols
-                && !skip[[nr as usize, nc as usize]])
-            .then(|| frame[[nr as usize, nc as usize]] - m5)
-        })
-        .fold(f32::INFINITY, f32::min);
-    if !side.is_finite() {
-        // No trusted edge-neighbour to compare with: leave the pixel alone.
+    let trusted = |dr: isize, dc: isize| {
+        let nr = r as isize + dr;
+        let nc = c as isize + dc;
+        (nr >= 0 && nc >= 0 && (nr as usize) < rows && (nc as usize) < cols && !skip[[nr as usize, nc as usize]])
+            .then(|| frame[[nr as usize, nc as usize]])
+    };
+    // Light on two opposite sides: the dimmer of each opposite pair, the brighter pair kept.
+    let mut support = f32::NEG_INFINITY;
+    let mut single = f32::NEG_INFINITY;
+    for (dr, dc) in [(1isize, 0isize), (0, 1), (1, 1), (1, -1)] {
+        match (trusted(dr, dc), trusted(-dr, -dc)) {
+            (Some(a), Some(b)) => support = support.max(a.min(b)),
+            (Some(a), None) | (None, Some(a)) => single = single.max(a),
+            (None, None) => {}
+        }
+    }
+    if support == f32::NEG_INFINITY && allow_single {
+        // No complete pair of trusted neighbours: compare with the brightest single one.
+        support = single;
+    }
+    if support == f32::NEG_INFINITY {
         return false;
     }
-    excess > sharpness * side.max(noise)
+    let drop = v - support;
+    drop > sigma * noise && drop > contrast * excess
 }
 
 #[cfg(test)]
@@ -223,7 +189,7 @@ mod tests {
         f[[20, 21]] = 2500.0;
         let var = Array2::from_elem(f.dim(), 100.0f32);
         let ignore = Array2::from_elem(f.dim(), false);
-        let m = find_cosmic_rays(&f, &var, &ignore, 6.0, 3.0);
+        let m = find_cosmic_rays(&f, &var, &ignore, None, 6.0, 0.7);
         assert!(m[[10, 10]] && m[[20, 20]] && m[[20, 21]]);
         assert_eq!(m.iter().filter(|&&b| b).count(), 3);
     }
@@ -234,7 +200,7 @@ mod tests {
         let f = gaussian(41, 41, 20.5, 20.5, 1.0, 1.0e6, 100.0);
         let var = f.mapv(|v| v.max(1.0));
         let ignore = Array2::from_elem(f.dim(), false);
-        let m = find_cosmic_rays(&f, &var, &ignore, 6.0, 3.0);
+        let m = find_cosmic_rays(&f, &var, &ignore, None, 6.0, 0.7);
         assert!(!m.iter().any(|&b| b));
     }
 
@@ -244,7 +210,7 @@ mod tests {
         f[[17, 22]] += 8000.0;
         let var = f.mapv(|v| v.max(1.0));
         let ignore = Array2::from_elem(f.dim(), false);
-        let m = find_cosmic_rays(&f, &var, &ignore, 6.0, 3.0);
+        let m = find_cosmic_rays(&f, &var, &ignore, None, 6.0, 0.7);
         assert!(m[[17, 22]]);
         assert!(!m[[20, 20]]);
     }

@@ -98,6 +98,9 @@ pub fn detect(net: &Array2<f32>, variance: &Array2<f32>, set: &DetectionSettings
     }
 }
 
+/// A ring of growth holds significant light when its sum exceeds this many sigmas.
+const RING_SIGNIFICANCE: f64 = 3.0;
+
 /// Minimum prominence of a secondary peak, in noise sigmas of the deblending image.
 const MIN_PROMINENCE_SIGMA: f32 = 5.0;
 
@@ -243,7 +246,7 @@ fn grow(
             }
             match remaining[l] {
                 None => {
-                    if ring_sum[l] <= 2.0 * ring_var[l].sqrt() {
+                    if ring_sum[l] <= RING_SIGNIFICANCE * ring_var[l].sqrt() {
                         let radius = (area[l] as f64 / std::f64::consts::PI).sqrt();
                         remaining[l] = Some(((radius / 2.0).ceil() as usize).max(2));
                     }

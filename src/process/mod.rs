@@ -93,6 +93,9 @@ pub struct ProcessingParams {
     pub detection_smoothing_cm: f64,
     /// Detection threshold in units of the smoothed image's noise.
     pub detection_sigma: f64,
+    /// A detected region is kept only if its net flux is at least this many times its
+    /// statistical uncertainty (background model included).
+    pub min_region_snr: f64,
     /// Minimum footprint area, cm².
     pub min_area_cm2: f64,
     /// A secondary peak splits a region when it stands this fraction of its height above
@@ -100,8 +103,9 @@ pub struct ProcessingParams {
     pub deblend_contrast: f64,
     /// Cosmic-ray detection threshold, in noise sigmas above the local median.
     pub cosmic_sigma: f64,
-    /// A cosmic ray is sharper than any real source: its excess over the local median must
-    /// exceed this multiple of the fine-structure (PSF-scale) excess.
+    /// A cosmic ray is sharper than any real source: it must stand above its
+    /// second-brightest edge-neighbour by at least this share of its excess over the local
+    /// median (a blurred peak has light on at least two sides).
     pub cosmic_sharpness: f64,
     /// Maximum growth of a detection footprint to collect a tumour's faint wings, cm.
     pub max_wing_growth_cm: f64,
@@ -114,10 +118,11 @@ impl Default for ProcessingParams {
             background_clip_sigma: 3.0,
             detection_smoothing_cm: 0.12,
             detection_sigma: 5.0,
+            min_region_snr: 3.5,
             min_area_cm2: 0.01,
             deblend_contrast: 0.15,
             cosmic_sigma: 6.0,
-            cosmic_sharpness: 5.0,
+            cosmic_sharpness: 0.7,
             max_wing_growth_cm: 1.2,
         }
     }

@@ -37,6 +37,8 @@ pub struct PipelineCounts {
     pub cosmic_ray_pixels_replaced: usize,
     pub saturated_pixels: usize,
     pub background_cells_filled: usize,
+    /// Detection candidates dropped because the whole region's SNR was below the threshold.
+    pub candidates_rejected: usize,
 }
 
 /// Everything the chain produced for one frame.
@@ -91,18 +93,12 @@ pub fn quantify(
         .and(&cal.bad_pixels)
         .for_each(|u, &b| *u |= b);
     let mut variance = &frame.var_poisson + &frame.var_read;
-    // Two rounds: a track's fainter pixels stand out once its core is gone.
+    // Two rounds: a track's fainter pixels stand out once its core is gone; the second
+    // round looks only around the first round's hits.
+    let mut near: Option<Array2<bool>> = None;
     for _ in 0..COSMIC_ROUNDS {
-        let cosmic = find_cosmic_rays(
-            &frame.radiance,
-            &variance,
-            &untrusted,
-            params.cosmic_sigma,
-            params.cosmic_sharpness,
-        );
-        Zip::from(&mut untrusted)
-            .and(&cosmic)
-            .for_each(|u, &c| *u |= c);
+        let cosmic = find_cosmic_rays(&frame.radiance, &variance, &untrusted, near.as_ref(), params.cosmic_sigma, params.cosmic_sharpness);
+        Zip::from(&mut untrusted).and(&cosmic).for_each(|u, &c| *u |= c);
         let found = repair_pixels(&mut frame, &cosmic, &untrusted, Repair::Median);
         if found == 0 {
             break;
@@ -110,6 +106,7 @@ pub fn quantify(
         counts.cosmic_ray_pixels_replaced += found;
         flags.insert(QualityFlag::CosmicRaysRemoved);
         variance = &frame.var_poisson + &frame.var_read;
+        near = Some(dilate(&cosmic, 2));
     }
     counts.bad_pixels_replaced =
         repair_pixels(&mut frame, &cal.bad_pixels, &untrusted, Repair::Interpolate);
@@ -173,12 +170,22 @@ pub fn quantify(
             pixels_of[l as usize].push((r, c));
         }
     }
-    let mut regions: Vec<RegionMeasurement> = pixels_of
-        .iter()
-        .enumerate()
-        .skip(1)
-        .map(|(i, px)| measure(&inputs, px, RegionSource::Detected, format!("T{i}")))
-        .collect();
+    // A candidate whose whole-region measurement is not significant (its net flux over its
+    // statistical uncertainty, background model included) is a fluctuation that happened to
+    // cross the threshold in the smoothed map: drop it (counted) and renumber the rest.
+    let mut regions: Vec<RegionMeasurement> = Vec::new();
+    let mut new_label = vec![0u32; pixels_of.len()];
+    for (i, px) in pixels_of.iter().enumerate().skip(1) {
+        let m = measure(&inputs, px, RegionSource::Detected, String::new());
+        if m.snr < params.min_region_snr {
+            counts.candidates_rejected += 1;
+            continue;
+        }
+        new_label[i] = regions.len() as u32 + 1;
+        regions.push(RegionMeasurement { label: format!("T{}", regions.len() + 1), ..m });
+    }
+    let detection_labels = detections.aperture.mapv(|l| new_label[l as usize]);
+    let detected_count = regions.len();
     let mut roi_masks = Vec::with_capacity(rois.len());
     for roi in rois {
         let mask = roi.shape.mask(rows, cols);
@@ -198,7 +205,7 @@ pub fn quantify(
     if regions.iter().any(|r| r.saturated) {
         flags.insert(QualityFlag::SaturatedRegion);
     }
-    if detections.count == 0 {
+    if detected_count == 0 {
         flags.insert(QualityFlag::NoDetections);
     }
     Ok(Quantification {
@@ -206,7 +213,7 @@ pub fn quantify(
         background,
         net_radiance: net,
         variance,
-        detection_labels: detections.aperture,
+        detection_labels,
         regions,
         roi_masks,
         flags,

@@ -1,1 +1,145 @@
-//! Writing simulated acquisitions to disk (being written).
+//! Writing simulated acquisitions to disk: as lumiq acquisition folders or IVIS click
+//! folders, each with `truth.json` beside the frames.
+//!
+//! Owns: the edge between the pure simulator and the file formats. The truth file holds
+//! the scene (every tumour's total flux, centre and shape) and, for folders with ROIs, the
+//! noise-free gross flux each ROI should measure.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{Instrument, SimulatedAcquisition, Truth};
+use crate::acquisition::{RawAcquisition, SourceFormat};
+use crate::formats::acquisition_folder::{self, FrameKind};
+use crate::formats::ivis::{write_click_folder, IvisFolderSpec};
+use crate::formats::FormatError;
+use crate::process::roi::{Roi, RoiShape};
+
+pub const TRUTH_FILE: &str = "truth.json";
+
+/// The expected result for one ROI: what an ideal measurement of the noise-free scene gives.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoiTruth {
+    pub label: String,
+    /// 4π Σ L·A over the pixels whose centres lie inside, tumour light and background.
+    pub expected_gross_flux: f64,
+    /// The same for the tumour light alone.
+    pub expected_tumour_flux: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct TruthFile<'a> {
+    #[serde(flatten)]
+    truth: &'a Truth,
+    rois: Vec<RoiTruth>,
+}
+
+/// A circular ROI around every tumour, 3.5 sigma in radius, in the luminescent grid.
+pub fn rois_around_tumours(sim: &SimulatedAcquisition) -> Vec<Roi> {
+    let pixel_cm = sim.meta.fov_cm / sim.luminescent_adu.dim().1 as f64;
+    sim.truth
+        .tumours
+        .iter()
+        .map(|t| {
+            let d = 2.0 * 3.5 * t.sigma_major_cm / pixel_cm;
+            Roi {
+                label: format!("ROI {}", t.id),
+                shape: RoiShape::Ellipse {
+                    xc: t.centre_px[0],
+                    yc: t.centre_px[1],
+                    width: d,
+                    height: d,
+                    angle_deg: 0.0,
+                },
+            }
+        })
+        .collect()
+}
+
+/// The noise-free fluxes each ROI should measure.
+pub fn roi_truth(sim: &SimulatedAcquisition, rois: &[Roi]) -> Vec<RoiTruth> {
+    let (rows, cols) = sim.luminescent_adu.dim();
+    let scale = 4.0 * std::f64::consts::PI * sim.truth.pixel_area_cm2;
+    rois.iter()
+        .map(|roi| {
+            let mask = roi.shape.mask(rows, cols);
+            let (mut gross, mut tumour) = (0.0f64, 0.0f64);
+            for ((r, c), &inside) in mask.indexed_iter() {
+                if inside {
+                    tumour += sim.tumour_radiance[[r, c]] as f64;
+                    gross += sim.tumour_radiance[[r, c]] as f64 + sim.background_radiance[[r, c]] as f64;
+                }
+            }
+            RoiTruth {
+                label: roi.label.clone(),
+                expected_gross_flux: gross * scale,
+                expected_tumour_flux: tumour * scale,
+            }
+        })
+        .collect()
+}
+
+fn write_truth(dir: &Path, truth: &Truth, rois: Vec<RoiTruth>) -> Result<(), FormatError> {
+    let path = dir.join(TRUTH_FILE);
+    let json = serde_json::to_string_pretty(&TruthFile { truth, rois }).expect("truth serialises");
+    std::fs::write(&path, json).map_err(|e| FormatError::io(&path, e))
+}
+
+/// Write a lumiq acquisition folder (with the given ROIs, possibly none) and its truth.
+pub fn write_lumiq(dir: &Path, sim: &SimulatedAcquisition, rois: Vec<Roi>) -> Result<(), FormatError> {
+    let raw = RawAcquisition {
+        meta: sim.meta.clone(),
+        luminescent_adu: sim.luminescent_adu.clone(),
+        photograph_adu: sim.photograph_adu.clone(),
+        imported_rois: rois.clone(),
+        source: SourceFormat::LumiqFolder,
+    };
+    acquisition_folder::write(dir, &raw, FrameKind::Luminescent)?;
+    write_truth(dir, &sim.truth, roi_truth(sim, &rois))
+}
+
+/// Write an IVIS click folder as Living Image would (raw luminescent counts, read bias and
+/// dark charge ×10, calibration lines in ClickInfo, ROIs in AnalyzedClickInfo) and its truth.
+/// `usable_dark = false` writes a dark saturated everywhere, as some real folders have.
+pub fn write_ivis(dir: &Path, inst: &Instrument, sim: &SimulatedAcquisition, usable_dark: bool) -> Result<(), FormatError> {
+    let m = &sim.meta;
+    let cal = inst.ideal_calibration(m.binning, m.exposure_s, m.sensor_temp_c, m.fov_cm, m.f_number);
+    let rois = rois_around_tumours(sim);
+    let b = m.binning as f64;
+    let rois_unbinned: Vec<Roi> = rois
+        .iter()
+        .map(|r| Roi {
+            label: r.label.clone(),
+            shape: r.shape.scaled(1.0 / b),
+        })
+        .collect();
+    let coefficients: Vec<(f64, f64, f64)> = [4.0, 6.5, 12.5, 22.4]
+        .iter()
+        .flat_map(|&fov| [1.0, 2.0, 4.0, 8.0, 16.0].map(|f| (fov, f, inst.coefficient(fov, f))))
+        .collect();
+    let (hot, columns) = inst.defects();
+    let animal_numbers: Vec<String> = (0..sim.truth.mice.len()).map(|i| (3466 + i).to_string()).collect();
+    std::fs::create_dir_all(dir).map_err(|e| FormatError::io(dir, e))?;
+    write_click_folder(
+        dir,
+        &IvisFolderSpec {
+            meta: m,
+            luminescent_adu: &sim.luminescent_adu,
+            photograph_adu: sim.photograph_adu.as_ref(),
+            readbias_adu: &cal.bias_adu,
+            dark_adu: if usable_dark { cal.dark_adu.as_ref() } else { None },
+            data_multiplier: 10.0,
+            coefficients: &coefficients,
+            shelf_fovs: &[('A', 4.0), ('B', 6.5), ('C', 12.5), ('D', 22.4)],
+            flat: inst.vignetting,
+            saturation_adu: inst.sensor.saturation_adu,
+            defects_unbinned: &hot,
+            bad_columns_unbinned: &columns,
+            rois_unbinned: &rois_unbinned,
+            animal_numbers: &animal_numbers,
+            camera_id: &inst.instrument_id,
+        },
+    )?;
+    write_truth(dir, &sim.truth, roi_truth(sim, &rois))
+}

@@ -1,0 +1,165 @@
+//! The quantification job: read an acquisition (lumiq folder or IVIS click folder) and
+//! its calibration, quantify it, build the record, and write the outputs.
+//!
+//! Owns: the I/O around the pure core for one acquisition — what `lumiq process` runs
+//! and what the daemon will run for every acquisition. Errors name the file and the fix.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::acquisition::RawAcquisition;
+use crate::formats::{acquisition_folder, calibration_set::CalibrationSet, ivis, tiff_io};
+use crate::overlay::{self, OverlayInput, OverlayRegion};
+use crate::process::{quantify, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, Quantification, RegionSource};
+use crate::record::{self, CalibrationInfo, CalibrationItemRecord, CoefficientRecord, MeasurementRecord, RecordContext};
+
+/// Environment variable naming the calibration set to use when none is given.
+pub const CALIBRATION_ENV: &str = "LUMIQ_CALIBRATION_DIR";
+
+/// An acquisition ready for the core, with everything the record needs to say about it.
+pub struct LoadedInput {
+    pub acquisition: RawAcquisition,
+    pub calibration: FrameCalibration,
+    pub calibration_info: CalibrationInfo,
+    pub input_flags: Vec<QualityFlag>,
+}
+
+/// Where to find the calibration set for a lumiq folder: the explicit path, else
+/// `$LUMIQ_CALIBRATION_DIR`, else `calibration/<instrument_id>` under the current directory.
+pub fn resolve_calibration_dir(explicit: Option<&Path>, instrument_id: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os(CALIBRATION_ENV) {
+        return Ok(PathBuf::from(p));
+    }
+    let default = Path::new("calibration").join(instrument_id);
+    if default.join("calibration.toml").is_file() {
+        return Ok(default);
+    }
+    bail!(
+        "no calibration set for instrument {instrument_id:?}: pass --calibration DIR, set {CALIBRATION_ENV}, or put the set in {}",
+        default.display()
+    )
+}
+
+/// Read an acquisition and the calibration it needs.
+pub fn load(path: &Path, calibration_dir: Option<&Path>) -> anyhow::Result<LoadedInput> {
+    if !path.is_dir() {
+        bail!("{}: not a folder; pass a lumiq acquisition folder (with acquisition.json) or an IVIS click folder (with ClickInfo.txt)", path.display());
+    }
+    if acquisition_folder::is_acquisition_folder(path) {
+        let folder = acquisition_folder::read(path)?;
+        let acq = folder.acquisition;
+        let dir = resolve_calibration_dir(calibration_dir, &acq.meta.instrument_id)?;
+        let set = CalibrationSet::load(&dir)?;
+        let (rows, cols) = acq.luminescent_adu.dim();
+        let (cal, items) = set.frame_calibration(&acq.meta, rows, cols)?;
+        let calibration_info = CalibrationInfo {
+            source: "calibration_set".into(),
+            id: set.index.id.clone(),
+            coefficient: coefficient_record(&cal),
+            items: items
+                .into_iter()
+                .map(|i| CalibrationItemRecord { kind: i.kind, id: i.id, sha256: i.sha256, detail: i.detail })
+                .collect(),
+        };
+        return Ok(LoadedInput { acquisition: acq, calibration: cal, calibration_info, input_flags: Vec::new() });
+    }
+    if ivis::is_click_folder(path) {
+        if calibration_dir.is_some() {
+            tracing::warn!("{}: an IVIS click folder carries its own calibration; --calibration is ignored", path.display());
+        }
+        let folder = ivis::read_click_folder(path)?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let calibration_info = CalibrationInfo {
+            source: "ivis_click_folder".into(),
+            id: name,
+            coefficient: coefficient_record(&folder.calibration),
+            items: folder
+                .files
+                .iter()
+                .map(|(file, sha)| CalibrationItemRecord { kind: "ivis_file".into(), id: file.clone(), sha256: sha.clone(), detail: String::new() })
+                .collect(),
+        };
+        return Ok(LoadedInput {
+            acquisition: folder.acquisition,
+            calibration: folder.calibration,
+            calibration_info,
+            input_flags: folder.flags,
+        });
+    }
+    bail!(
+        "{}: neither a lumiq acquisition folder (no acquisition.json) nor an IVIS click folder (no ClickInfo.txt or AnalyzedClickInfo.txt)",
+        path.display()
+    )
+}
+
+fn coefficient_record(cal: &FrameCalibration) -> CoefficientRecord {
+    CoefficientRecord {
+        value: cal.coefficient,
+        rel_uncertainty: cal.coefficient_rel_uncertainty,
+        unit: record::units::RADIANCE.into(),
+    }
+}
+
+/// The result of one job.
+pub struct JobOutput {
+    pub record: MeasurementRecord,
+    pub quantification: Quantification,
+    pub input: LoadedInput,
+}
+
+/// Quantify a loaded acquisition and build its record.
+pub fn run(input: LoadedInput, params: &ProcessingParams) -> anyhow::Result<JobOutput> {
+    let m = &input.acquisition.meta;
+    let geom = FrameGeometry { exposure_s: m.exposure_s, binning: m.binning, fov_cm: m.fov_cm };
+    let q = quantify(&input.acquisition.luminescent_adu, &input.calibration, &geom, &input.acquisition.imported_rois, params)
+        .context("cannot quantify the luminescent frame")?;
+    let record = record::build(
+        &input.acquisition,
+        &q,
+        RecordContext {
+            measurement_id: Uuid::now_v7(),
+            processed_at: Utc::now(),
+            calibration: input.calibration_info.clone(),
+            params,
+            input_flags: &input.input_flags,
+        },
+    );
+    Ok(JobOutput { record, quantification: q, input })
+}
+
+/// Write the record (`record.json`), the radiance and background maps (32-bit float TIFF)
+/// and the overlay (`overlay.png`) into `out`.
+pub fn write_outputs(out: &Path, job: &JobOutput) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the output folder", out.display()))?;
+    let q = &job.quantification;
+    tiff_io::write_f32(&out.join("radiance.tiff"), &q.radiance)?;
+    tiff_io::write_f32(&out.join("background.tiff"), &q.background)?;
+    let mut regions = Vec::new();
+    let mut roi_masks = q.roi_masks.iter();
+    for (i, r) in q.regions.iter().enumerate() {
+        let mask = match r.source {
+            RegionSource::Detected => q.detection_labels.mapv(|l| l as usize == i + 1),
+            RegionSource::Imported => roi_masks.next().cloned().unwrap_or_else(|| q.detection_labels.mapv(|_| false)),
+        };
+        regions.push(OverlayRegion { mask, label: r.label.clone(), centroid_px: r.centroid_px });
+    }
+    let m = &job.input.acquisition.meta;
+    let img = overlay::render(&OverlayInput {
+        photograph: job.input.acquisition.photograph_adu.as_ref(),
+        radiance: &q.net_radiance,
+        regions,
+        range: None,
+        title: format!("{}  {}  {} s  bin {}  f/{}", m.instrument_id, job.record.acquired_at, m.exposure_s, m.binning, m.f_number),
+    });
+    overlay::write_png(&out.join("overlay.png"), &img)?;
+    let json = serde_json::to_string_pretty(&job.record)?;
+    let path = out.join("record.json");
+    std::fs::write(&path, json).with_context(|| format!("{}: cannot write the record", path.display()))?;
+    Ok(())
+}
