@@ -15,7 +15,11 @@ use crate::process::ProcessingParams;
 use crate::simulate::{self, Instrument, SceneSpec};
 
 #[derive(Debug, Parser)]
-#[command(name = "lumiq", version, about = "Calibrated tumour quantification for bioluminescence imagers")]
+#[command(
+    name = "lumiq",
+    version,
+    about = "Calibrated tumour quantification for bioluminescence imagers"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -124,7 +128,10 @@ pub struct CalibrateArgs {
 /// Run the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
@@ -145,11 +152,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn process(a: ProcessArgs) -> anyhow::Result<()> {
     let input = job::load(&a.path, a.calibration.as_deref())?;
-    let out = job::run(input, &ProcessingParams::default()).with_context(|| a.path.display().to_string())?;
+    let out = job::run(input, &ProcessingParams::default())
+        .with_context(|| a.path.display().to_string())?;
     if let Some(dir) = &a.out {
         job::write_outputs(dir, &out)?;
     }
-    let json = if a.compact { serde_json::to_string(&out.record)? } else { serde_json::to_string_pretty(&out.record)? };
+    let json = if a.compact {
+        serde_json::to_string(&out.record)?
+    } else {
+        serde_json::to_string_pretty(&out.record)?
+    };
     println!("{json}");
     Ok(())
 }
@@ -158,12 +170,18 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     let inst = Instrument::default();
     if a.calibration_frames {
         let folders = calib::simulate_raw_calibration_frames(&inst, &a.out, &a.binnings, a.frames)?;
-        eprintln!("wrote {} raw calibration frames under {}", folders.len(), a.out.display());
+        eprintln!(
+            "wrote {} raw calibration frames under {}",
+            folders.len(),
+            a.out.display()
+        );
         return Ok(());
     }
     let (lo, hi) = (a.flux[0], a.flux[1]);
     if !(lo > 0.0 && hi >= lo) {
-        anyhow::bail!("--flux {lo} {hi}: give the smallest then the largest total flux, both positive");
+        anyhow::bail!(
+            "--flux {lo} {hi}: give the smallest then the largest total flux, both positive"
+        );
     }
     let spec = SceneSpec {
         seed: a.seed,
@@ -176,12 +194,20 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         ..SceneSpec::default()
     };
     if inst.sensor_px % a.binning as usize != 0 {
-        anyhow::bail!("--binning {}: must divide the sensor's {} pixels (1, 2, 4, 8, 16)", a.binning, inst.sensor_px);
+        anyhow::bail!(
+            "--binning {}: must divide the sensor's {} pixels (1, 2, 4, 8, 16)",
+            a.binning,
+            inst.sensor_px
+        );
     }
     let sim = simulate::simulate_acquisition(&inst, &spec);
     match a.format {
         SimFormat::Lumiq => {
-            let rois = if a.rois { simulate::write::rois_around_tumours(&sim) } else { Vec::new() };
+            let rois = if a.rois {
+                simulate::write::rois_around_tumours(&sim)
+            } else {
+                Vec::new()
+            };
             simulate::write::write_lumiq(&a.out, &sim, rois)?
         }
         SimFormat::Ivis => simulate::write::write_ivis(&a.out, &inst, &sim, !a.unusable_dark)?,
@@ -208,11 +234,10 @@ fn parse_coefficient(text: &str) -> anyhow::Result<CoefficientEntry> {
 }
 
 fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
-    let id = a
-        .id
-        .clone()
-        .or_else(|| a.out.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "calibration".into());
+    let id =
+        a.id.clone()
+            .or_else(|| a.out.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "calibration".into());
     let mut opts = if a.simulated_instrument {
         let mut o = calib::sim_instrument_options(&Instrument::default());
         o.id = id;
@@ -233,7 +258,10 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     }
     let summary = calib::build_set(&a.frames, &a.out, &opts)?;
     for m in &summary.masters {
-        eprintln!("{:>5} b{} {:<40} {} frames, noise {:.3} ADU ({})", m.kind, m.binning, m.file, m.frames_combined, m.noise_adu, m.settings);
+        eprintln!(
+            "{:>5} b{} {:<40} {} frames, noise {:.3} ADU ({})",
+            m.kind, m.binning, m.file, m.frames_combined, m.noise_adu, m.settings
+        );
     }
     for w in &summary.warnings {
         eprintln!("warning: {w}");

@@ -13,8 +13,14 @@ use uuid::Uuid;
 use crate::acquisition::RawAcquisition;
 use crate::formats::{acquisition_folder, calibration_set::CalibrationSet, ivis, tiff_io};
 use crate::overlay::{self, OverlayInput, OverlayRegion};
-use crate::process::{quantify, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, Quantification, RegionSource};
-use crate::record::{self, CalibrationInfo, CalibrationItemRecord, CoefficientRecord, MeasurementRecord, RecordContext};
+use crate::process::{
+    quantify, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, Quantification,
+    RegionSource,
+};
+use crate::record::{
+    self, CalibrationInfo, CalibrationItemRecord, CoefficientRecord, MeasurementRecord,
+    RecordContext,
+};
 
 /// Environment variable naming the calibration set to use when none is given.
 pub const CALIBRATION_ENV: &str = "LUMIQ_CALIBRATION_DIR";
@@ -29,7 +35,10 @@ pub struct LoadedInput {
 
 /// Where to find the calibration set for a lumiq folder: the explicit path, else
 /// `$LUMIQ_CALIBRATION_DIR`, else `calibration/<instrument_id>` under the current directory.
-pub fn resolve_calibration_dir(explicit: Option<&Path>, instrument_id: &str) -> anyhow::Result<PathBuf> {
+pub fn resolve_calibration_dir(
+    explicit: Option<&Path>,
+    instrument_id: &str,
+) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
@@ -64,17 +73,33 @@ pub fn load(path: &Path, calibration_dir: Option<&Path>) -> anyhow::Result<Loade
             coefficient: coefficient_record(&cal),
             items: items
                 .into_iter()
-                .map(|i| CalibrationItemRecord { kind: i.kind, id: i.id, sha256: i.sha256, detail: i.detail })
+                .map(|i| CalibrationItemRecord {
+                    kind: i.kind,
+                    id: i.id,
+                    sha256: i.sha256,
+                    detail: i.detail,
+                })
                 .collect(),
         };
-        return Ok(LoadedInput { acquisition: acq, calibration: cal, calibration_info, input_flags: Vec::new() });
+        return Ok(LoadedInput {
+            acquisition: acq,
+            calibration: cal,
+            calibration_info,
+            input_flags: Vec::new(),
+        });
     }
     if ivis::is_click_folder(path) {
         if calibration_dir.is_some() {
-            tracing::warn!("{}: an IVIS click folder carries its own calibration; --calibration is ignored", path.display());
+            tracing::warn!(
+                "{}: an IVIS click folder carries its own calibration; --calibration is ignored",
+                path.display()
+            );
         }
         let folder = ivis::read_click_folder(path)?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let calibration_info = CalibrationInfo {
             source: "ivis_click_folder".into(),
             id: name,
@@ -82,7 +107,12 @@ pub fn load(path: &Path, calibration_dir: Option<&Path>) -> anyhow::Result<Loade
             items: folder
                 .files
                 .iter()
-                .map(|(file, sha)| CalibrationItemRecord { kind: "ivis_file".into(), id: file.clone(), sha256: sha.clone(), detail: String::new() })
+                .map(|(file, sha)| CalibrationItemRecord {
+                    kind: "ivis_file".into(),
+                    id: file.clone(),
+                    sha256: sha.clone(),
+                    detail: String::new(),
+                })
                 .collect(),
         };
         return Ok(LoadedInput {
@@ -116,9 +146,19 @@ pub struct JobOutput {
 /// Quantify a loaded acquisition and build its record.
 pub fn run(input: LoadedInput, params: &ProcessingParams) -> anyhow::Result<JobOutput> {
     let m = &input.acquisition.meta;
-    let geom = FrameGeometry { exposure_s: m.exposure_s, binning: m.binning, fov_cm: m.fov_cm };
-    let q = quantify(&input.acquisition.luminescent_adu, &input.calibration, &geom, &input.acquisition.imported_rois, params)
-        .context("cannot quantify the luminescent frame")?;
+    let geom = FrameGeometry {
+        exposure_s: m.exposure_s,
+        binning: m.binning,
+        fov_cm: m.fov_cm,
+    };
+    let q = quantify(
+        &input.acquisition.luminescent_adu,
+        &input.calibration,
+        &geom,
+        &input.acquisition.imported_rois,
+        params,
+    )
+    .context("cannot quantify the luminescent frame")?;
     let record = record::build(
         &input.acquisition,
         &q,
@@ -130,13 +170,18 @@ pub fn run(input: LoadedInput, params: &ProcessingParams) -> anyhow::Result<JobO
             input_flags: &input.input_flags,
         },
     );
-    Ok(JobOutput { record, quantification: q, input })
+    Ok(JobOutput {
+        record,
+        quantification: q,
+        input,
+    })
 }
 
 /// Write the record (`record.json`), the radiance and background maps (32-bit float TIFF)
 /// and the overlay (`overlay.png`) into `out`.
 pub fn write_outputs(out: &Path, job: &JobOutput) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the output folder", out.display()))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("{}: cannot create the output folder", out.display()))?;
     let q = &job.quantification;
     tiff_io::write_f32(&out.join("radiance.tiff"), &q.radiance)?;
     tiff_io::write_f32(&out.join("background.tiff"), &q.background)?;
@@ -145,9 +190,16 @@ pub fn write_outputs(out: &Path, job: &JobOutput) -> anyhow::Result<()> {
     for (i, r) in q.regions.iter().enumerate() {
         let mask = match r.source {
             RegionSource::Detected => q.detection_labels.mapv(|l| l as usize == i + 1),
-            RegionSource::Imported => roi_masks.next().cloned().unwrap_or_else(|| q.detection_labels.mapv(|_| false)),
+            RegionSource::Imported => roi_masks
+                .next()
+                .cloned()
+                .unwrap_or_else(|| q.detection_labels.mapv(|_| false)),
         };
-        regions.push(OverlayRegion { mask, label: r.label.clone(), centroid_px: r.centroid_px });
+        regions.push(OverlayRegion {
+            mask,
+            label: r.label.clone(),
+            centroid_px: r.centroid_px,
+        });
     }
     let m = &job.input.acquisition.meta;
     let img = overlay::render(&OverlayInput {
@@ -155,11 +207,15 @@ pub fn write_outputs(out: &Path, job: &JobOutput) -> anyhow::Result<()> {
         radiance: &q.net_radiance,
         regions,
         range: None,
-        title: format!("{}  {}  {} s  bin {}  f/{}", m.instrument_id, job.record.acquired_at, m.exposure_s, m.binning, m.f_number),
+        title: format!(
+            "{}  {}  {} s  bin {}  f/{}",
+            m.instrument_id, job.record.acquired_at, m.exposure_s, m.binning, m.f_number
+        ),
     });
     overlay::write_png(&out.join("overlay.png"), &img)?;
     let json = serde_json::to_string_pretty(&job.record)?;
     let path = out.join("record.json");
-    std::fs::write(&path, json).with_context(|| format!("{}: cannot write the record", path.display()))?;
+    std::fs::write(&path, json)
+        .with_context(|| format!("{}: cannot write the record", path.display()))?;
     Ok(())
 }

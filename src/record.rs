@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::acquisition::{RawAcquisition, SourceFormat};
 use crate::process::{
-    ProcessingParams, QualityFlag, Quantification, RegionMeasurement, RegionSource, UncertaintyComponents,
+    ProcessingParams, QualityFlag, Quantification, RegionMeasurement, RegionSource,
+    UncertaintyComponents,
 };
 
 pub const SCHEMA: &str = "lumiq.measurement";
@@ -160,11 +161,17 @@ fn region_record(i: usize, r: &RegionMeasurement) -> RegionRecord {
         centroid_px: r.centroid_px,
         centroid_cm: r.centroid_cm,
         n_pixels: r.n_pixels,
-        area: PlainValue { value: r.area_cm2, unit: units::AREA.into() },
+        area: PlainValue {
+            value: r.area_cm2,
+            unit: units::AREA.into(),
+        },
         total_flux: measured(&r.total_flux, units::FLUX),
         gross_total_flux: measured(&r.gross_total_flux, units::FLUX),
         average_radiance: measured(&r.average_radiance, units::RADIANCE),
-        max_radiance: PlainValue { value: r.max_radiance, unit: units::RADIANCE.into() },
+        max_radiance: PlainValue {
+            value: r.max_radiance,
+            unit: units::RADIANCE.into(),
+        },
         snr: r.snr,
         saturated: r.saturated,
     }
@@ -184,7 +191,12 @@ pub struct RecordContext<'a> {
 pub fn build(acq: &RawAcquisition, q: &Quantification, ctx: RecordContext) -> MeasurementRecord {
     let m = &acq.meta;
     let (rows, cols) = acq.luminescent_adu.dim();
-    let mut flags: Vec<QualityFlag> = q.flags.iter().cloned().chain(ctx.input_flags.iter().cloned()).collect();
+    let mut flags: Vec<QualityFlag> = q
+        .flags
+        .iter()
+        .cloned()
+        .chain(ctx.input_flags.iter().cloned())
+        .collect();
     flags.sort();
     flags.dedup();
     MeasurementRecord {
@@ -230,6 +242,11 @@ pub fn build(acq: &RawAcquisition, q: &Quantification, ctx: RecordContext) -> Me
             candidates_rejected: q.counts.candidates_rejected,
         },
         flags,
-        regions: q.regions.iter().enumerate().map(|(i, r)| region_record(i, r)).collect(),
+        regions: q
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| region_record(i, r))
+            .collect(),
     }
 }

@@ -21,19 +21,45 @@ struct Outcome {
 
 fn run_frames() -> (Vec<Outcome>, Vec<String>) {
     let inst = Instrument::default();
-    let base = SceneSpec { flux_range: (4.0e3, 3.0e6), ..SceneSpec::default() };
+    let base = SceneSpec {
+        flux_range: (4.0e3, 3.0e6),
+        ..SceneSpec::default()
+    };
     let mut outcomes = Vec::new();
     let mut false_detections = Vec::new();
     for seed in 100..120 {
-        let spec = SceneSpec { seed, ..base.clone() };
+        let spec = SceneSpec {
+            seed,
+            ..base.clone()
+        };
         let sim = simulate_acquisition(&inst, &spec);
-        let cal = inst.ideal_calibration(spec.binning, spec.exposure_s, spec.sensor_temp_c, spec.fov_cm, spec.f_number);
-        let geom = FrameGeometry { exposure_s: spec.exposure_s, binning: spec.binning, fov_cm: spec.fov_cm };
-        let q = quantify(&sim.luminescent_adu, &cal, &geom, &[], &ProcessingParams::default()).unwrap();
+        let cal = inst.ideal_calibration(
+            spec.binning,
+            spec.exposure_s,
+            spec.sensor_temp_c,
+            spec.fov_cm,
+            spec.f_number,
+        );
+        let geom = FrameGeometry {
+            exposure_s: spec.exposure_s,
+            binning: spec.binning,
+            fov_cm: spec.fov_cm,
+        };
+        let q = quantify(
+            &sim.luminescent_adu,
+            &cal,
+            &geom,
+            &[],
+            &ProcessingParams::default(),
+        )
+        .unwrap();
         let matches = common::match_truth(&q, &sim.truth);
         for i in common::unmatched_detections(&q, &matches) {
             let r = &q.regions[i];
-            false_detections.push(format!("seed {seed}: region at {:?} snr {:.1}", r.centroid_px, r.snr));
+            false_detections.push(format!(
+                "seed {seed}: region at {:?} snr {:.1}",
+                r.centroid_px, r.snr
+            ));
         }
         let pixel_cm = spec.fov_cm / sim.luminescent_adu.dim().1 as f64;
         for (t, m) in sim.truth.tumours.iter().zip(&matches) {
@@ -48,10 +74,19 @@ fn run_frames() -> (Vec<Outcome>, Vec<String>) {
             }
             let sigma = 4.0 * std::f64::consts::PI * sim.truth.pixel_area_cm2 * var.sqrt();
             outcomes.push(Outcome {
-                what: format!("seed {seed} tumour {} ({}, {:.0} photons/s)", t.id, t.shape, t.total_flux),
+                what: format!(
+                    "seed {seed} tumour {} ({}, {:.0} photons/s)",
+                    t.id, t.shape, t.total_flux
+                ),
                 true_flux: t.total_flux,
                 expected_snr: t.total_flux / sigma,
-                measured: m.map(|i| (q.regions[i].total_flux.value, q.regions[i].total_flux.components.statistical(), q.regions[i].snr)),
+                measured: m.map(|i| {
+                    (
+                        q.regions[i].total_flux.value,
+                        q.regions[i].total_flux.components.statistical(),
+                        q.regions[i].snr,
+                    )
+                }),
             });
         }
     }
@@ -65,11 +100,21 @@ fn round_trip_over_many_tumours() {
 
     // Every tumour with SNR >= 10 is detected (SNR of an ideal 3.5-sigma aperture at the
     // true position, from the per-pixel noise: a missed tumour has no measured SNR).
-    let missed: Vec<&str> = out.iter().filter(|o| o.expected_snr >= 10.0 && o.measured.is_none()).map(|o| o.what.as_str()).collect();
-    assert!(missed.is_empty(), "missed tumours with SNR >= 10: {missed:?}");
+    let missed: Vec<&str> = out
+        .iter()
+        .filter(|o| o.expected_snr >= 10.0 && o.measured.is_none())
+        .map(|o| o.what.as_str())
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "missed tumours with SNR >= 10: {missed:?}"
+    );
 
     // No false detection over twenty frames with cosmic rays and hot pixels.
-    assert!(false_detections.is_empty(), "false detections: {false_detections:?}");
+    assert!(
+        false_detections.is_empty(),
+        "false detections: {false_detections:?}"
+    );
 
     // Total flux within 2 % on average at SNR >= 20 (the SNR the record states).
     let rel: Vec<f64> = out
@@ -82,22 +127,48 @@ fn round_trip_over_many_tumours() {
     assert!(rel.len() >= 30, "only {} tumours at SNR >= 20", rel.len());
     let mean_rel = rel.iter().sum::<f64>() / rel.len() as f64;
     let mean_abs = rel.iter().map(|e| e.abs()).sum::<f64>() / rel.len() as f64;
-    eprintln!("SNR >= 20: {} tumours, mean error {:.2} %, mean |error| {:.2} %", rel.len(), 100.0 * mean_rel, 100.0 * mean_abs);
-    assert!(mean_abs <= 0.02, "mean |error| {:.2} % at SNR >= 20", 100.0 * mean_abs);
-    assert!(mean_rel.abs() <= 0.02, "mean error {:.2} % at SNR >= 20", 100.0 * mean_rel);
+    eprintln!(
+        "SNR >= 20: {} tumours, mean error {:.2} %, mean |error| {:.2} %",
+        rel.len(),
+        100.0 * mean_rel,
+        100.0 * mean_abs
+    );
+    assert!(
+        mean_abs <= 0.02,
+        "mean |error| {:.2} % at SNR >= 20",
+        100.0 * mean_abs
+    );
+    assert!(
+        mean_rel.abs() <= 0.02,
+        "mean error {:.2} % at SNR >= 20",
+        100.0 * mean_rel
+    );
 
     // Pulls (measured - true) / sigma: the stated uncertainty matches the real scatter.
-    let pulls: Vec<f64> = out.iter().filter_map(|o| o.measured.map(|(v, s, _)| (v - o.true_flux) / s)).collect();
+    let pulls: Vec<f64> = out
+        .iter()
+        .filter_map(|o| o.measured.map(|(v, s, _)| (v - o.true_flux) / s))
+        .collect();
     for o in &out {
         if let Some((v, s, snr)) = o.measured {
             if ((v - o.true_flux) / s).abs() > 3.0 {
-                eprintln!("large pull {:.1}: {} measured {v:.4e} sigma {s:.3e} snr {snr:.1}", (v - o.true_flux) / s, o.what);
+                eprintln!(
+                    "large pull {:.1}: {} measured {v:.4e} sigma {s:.3e} snr {snr:.1}",
+                    (v - o.true_flux) / s,
+                    o.what
+                );
             }
         }
     }
     let n = pulls.len() as f64;
     let mean = pulls.iter().sum::<f64>() / n;
     let sd = (pulls.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-    eprintln!("pulls over {} tumours: mean {mean:.3}, standard deviation {sd:.3}", pulls.len());
-    assert!((0.8..=1.25).contains(&sd), "pull standard deviation {sd:.3}");
+    eprintln!(
+        "pulls over {} tumours: mean {mean:.3}, standard deviation {sd:.3}",
+        pulls.len()
+    );
+    assert!(
+        (0.8..=1.25).contains(&sd),
+        "pull standard deviation {sd:.3}"
+    );
 }

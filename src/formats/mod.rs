@@ -22,7 +22,7 @@ pub enum FormatError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not a valid TIFF ({detail}); re-export the frame as an uncompressed or deflate 16-bit greyscale TIFF")]
+    #[error("{path}: not a readable TIFF: {detail}")]
     BadTiff { path: PathBuf, detail: String },
     #[error("{path}: expected {expected}, found {found}; {fix}")]
     WrongPixelType {

@@ -16,12 +16,23 @@ use tiff::ColorType;
 
 use super::FormatError;
 
+/// A decoding error, saying "truncated" when the file ends early.
+fn bad_tiff(path: &Path, e: tiff::TiffError) -> FormatError {
+    let detail = match &e {
+        tiff::TiffError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the file is truncated (it ends before its pixel data does); copy it again from the instrument".to_string()
+        }
+        _ => format!("{e}; re-export it as a single-page greyscale TIFF (16-bit for raw frames)"),
+    };
+    FormatError::BadTiff {
+        path: path.to_path_buf(),
+        detail,
+    }
+}
+
 fn open_decoder(path: &Path) -> Result<Decoder<BufReader<File>>, FormatError> {
     let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
-    let decoder = Decoder::new(BufReader::new(file)).map_err(|e| FormatError::BadTiff {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    let decoder = Decoder::new(BufReader::new(file)).map_err(|e| bad_tiff(path, e))?;
     Ok(decoder.with_limits(Limits::unlimited()))
 }
 
@@ -29,10 +40,7 @@ fn dimensions(
     dec: &mut Decoder<BufReader<File>>,
     path: &Path,
 ) -> Result<(usize, usize), FormatError> {
-    let (w, h) = dec.dimensions().map_err(|e| FormatError::BadTiff {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    let (w, h) = dec.dimensions().map_err(|e| bad_tiff(path, e))?;
     if w == 0 || h == 0 {
         return Err(FormatError::invalid(
             path,
@@ -44,20 +52,14 @@ fn dimensions(
 }
 
 fn decode(dec: &mut Decoder<BufReader<File>>, path: &Path) -> Result<DecodingResult, FormatError> {
-    dec.read_image().map_err(|e| FormatError::BadTiff {
-        path: path.to_path_buf(),
-        detail: format!("pixel data unreadable, the file may be truncated: {e}"),
-    })
+    dec.read_image().map_err(|e| bad_tiff(path, e))
 }
 
 /// Read a 16-bit unsigned greyscale TIFF (raw counts) as `[row, column]`.
 pub fn read_u16(path: &Path) -> Result<Array2<u16>, FormatError> {
     let mut dec = open_decoder(path)?;
     let (rows, cols) = dimensions(&mut dec, path)?;
-    let ct = dec.colortype().map_err(|e| FormatError::BadTiff {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    let ct = dec.colortype().map_err(|e| bad_tiff(path, e))?;
     if ct != ColorType::Gray(16) {
         return Err(FormatError::WrongPixelType {
             path: path.to_path_buf(),

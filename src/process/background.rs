@@ -10,7 +10,6 @@
 use ndarray::Array2;
 use rayon::prelude::*;
 
-
 /// Least fraction of a cell's pixels that must be usable for the cell to be estimated.
 const MIN_USABLE_FRACTION: f64 = 0.4;
 
@@ -61,7 +60,11 @@ impl BackgroundModel {
                 for r in r0..r1 {
                     for c in c0..c1 {
                         if !exclude[[r, c]] {
-                            sample.push(((c as f64 - xc) as f32, (r as f64 - yc) as f32, frame[[r, c]]));
+                            sample.push((
+                                (c as f64 - xc) as f32,
+                                (r as f64 - yc) as f32,
+                                frame[[r, c]],
+                            ));
                         }
                     }
                 }
@@ -69,7 +72,8 @@ impl BackgroundModel {
                 if (sample.len() as f64) < MIN_USABLE_FRACTION * total as f64 {
                     return None;
                 }
-                clipped_plane(&mut sample, clip_sigma).map(|(v, rms, n)| (v as f32, rms as f32, (rms / (n as f64).sqrt()) as f32))
+                clipped_plane(&mut sample, clip_sigma)
+                    .map(|(v, rms, n)| (v as f32, rms as f32, (rms / (n as f64).sqrt()) as f32))
             })
             .collect();
         let mut mesh = Array2::<f32>::zeros((ny, nx));
@@ -170,7 +174,8 @@ fn clipped_plane(sample: &mut Vec<(f32, f32, f32)>, clip_sigma: f64) -> Option<(
         if n < 6 {
             break;
         }
-        let (mut sx, mut sy, mut sv, mut sxx, mut syy, mut sxy, mut sxv, mut syv) = (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        let (mut sx, mut sy, mut sv, mut sxx, mut syy, mut sxy, mut sxv, mut syv) =
+            (0.0f64, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for &(x, y, v) in sample.iter() {
             let (x, y, v) = (x as f64, y as f64, v as f64);
             sx += x;
@@ -187,7 +192,8 @@ fn clipped_plane(sample: &mut Vec<(f32, f32, f32)>, clip_sigma: f64) -> Option<(
         let m = [[nf, sx, sy], [sx, sxx, sxy], [sy, sxy, syy]];
         let rhs = [sv, sxv, syv];
         let det3 = |m: [[f64; 3]; 3]| {
-            m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+            m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+                - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
                 + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0])
         };
         let d = det3(m);
@@ -202,7 +208,9 @@ fn clipped_plane(sample: &mut Vec<(f32, f32, f32)>, clip_sigma: f64) -> Option<(
             }
             *c = det3(mk) / d;
         }
-        let resid = |&(x, y, v): &(f32, f32, f32)| v as f64 - (coef[0] + coef[1] * x as f64 + coef[2] * y as f64);
+        let resid = |&(x, y, v): &(f32, f32, f32)| {
+            v as f64 - (coef[0] + coef[1] * x as f64 + coef[2] * y as f64)
+        };
         let var = sample.iter().map(|p| resid(p).powi(2)).sum::<f64>() / (nf - 3.0);
         let rms = var.sqrt();
         fit = Some((coef[0], rms, n));
@@ -239,19 +247,31 @@ fn quadratic_at_origin(pts: &[(f32, f32, f32)]) -> Option<(f64, f64)> {
             return None;
         }
         a.swap(col, pivot);
-        for row in 0..K {
+        let pivot_row = a[col];
+        for (row, r) in a.iter_mut().enumerate() {
             if row != col {
-                let f = a[row][col] / a[col][col];
-                for k in col..=K {
-                    a[row][k] -= f * a[col][k];
+                let f = r[col] / pivot_row[col];
+                for (x, p) in r.iter_mut().zip(pivot_row.iter()).skip(col) {
+                    *x -= f * p;
                 }
             }
         }
     }
     let coef: Vec<f64> = (0..K).map(|i| a[i][K] / a[i][i]).collect();
-    let eval = |x: f64, y: f64| basis(x, y).iter().zip(&coef).map(|(b, c)| b * c).sum::<f64>();
+    let eval = |x: f64, y: f64| {
+        basis(x, y)
+            .iter()
+            .zip(&coef)
+            .map(|(b, c)| b * c)
+            .sum::<f64>()
+    };
     let dof = (pts.len() as f64 - K as f64).max(1.0);
-    let misfit = (pts.iter().map(|&(x, y, v)| (v as f64 - eval(x as f64, y as f64)).powi(2)).sum::<f64>() / dof).sqrt();
+    let misfit = (pts
+        .iter()
+        .map(|&(x, y, v)| (v as f64 - eval(x as f64, y as f64)).powi(2))
+        .sum::<f64>()
+        / dof)
+        .sqrt();
     Some((coef[0], misfit))
 }
 
@@ -325,7 +345,12 @@ fn unsmooth(mesh: &Array2<f32>) -> Array2<f32> {
 /// six, so a gradient carries on under a large masked source instead of flattening. The
 /// filled cell's error is twice the largest error among the cells it came from, and the
 /// cells' scatter about the plane.
-fn fill_invalid(mesh: &mut Array2<f32>, rms: &mut Array2<f32>, err: &mut Array2<f32>, valid: &Array2<bool>) -> usize {
+fn fill_invalid(
+    mesh: &mut Array2<f32>,
+    rms: &mut Array2<f32>,
+    err: &mut Array2<f32>,
+    valid: &Array2<bool>,
+) -> usize {
     let (ny, nx) = mesh.dim();
     let mut filled = 0;
     if !valid.iter().any(|&v| v) {
@@ -347,7 +372,11 @@ fn fill_invalid(mesh: &mut Array2<f32>, rms: &mut Array2<f32>, err: &mut Array2<
                 for yy in y.saturating_sub(ring)..=(y + ring).min(ny - 1) {
                     for xx in x.saturating_sub(ring)..=(x + ring).min(nx - 1) {
                         if valid[[yy, xx]] {
-                            pts.push(((xx as f32 - x as f32), (yy as f32 - y as f32), snapshot.0[[yy, xx]]));
+                            pts.push((
+                                (xx as f32 - x as f32),
+                                (yy as f32 - y as f32),
+                                snapshot.0[[yy, xx]],
+                            ));
                             rms_sum += snapshot.1[[yy, xx]] as f64;
                             err_max = err_max.max(snapshot.2[[yy, xx]]);
                         }
@@ -361,8 +390,14 @@ fn fill_invalid(mesh: &mut Array2<f32>, rms: &mut Array2<f32>, err: &mut Array2<
                 // A plane through the cells (no clipping: each cell is already robust).
                 // The scatter of the cells about that plane says how far the background
                 // departs from a plane here: the filled value is no better than that.
-                let fit = if pts.len() >= 12 { quadratic_at_origin(&pts) } else { None };
-                let (value, misfit) = fit.or_else(|| clipped_plane(&mut pts, f64::INFINITY).map(|(v, m, _)| (v, m))).unwrap_or((mean, 0.0));
+                let fit = if pts.len() >= 12 {
+                    quadratic_at_origin(&pts)
+                } else {
+                    None
+                };
+                let (value, misfit) = fit
+                    .or_else(|| clipped_plane(&mut pts, f64::INFINITY).map(|(v, m, _)| (v, m)))
+                    .unwrap_or((mean, 0.0));
                 mesh[[y, x]] = value as f32;
                 rms[[y, x]] = (rms_sum / n as f64) as f32;
                 err[[y, x]] = ((2.0 * err_max as f64).powi(2) + misfit.powi(2)).sqrt() as f32;

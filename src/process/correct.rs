@@ -118,7 +118,7 @@ pub fn validate(
     }
     check_shape("flat field", &cal.flat, rows, cols)?;
     check_shape("bad-pixel map", &cal.bad_pixels, rows, cols)?;
-    if !(geom.exposure_s > 0.0) {
+    if geom.exposure_s.is_nan() || geom.exposure_s <= 0.0 {
         return Err(CorrectionError::BadExposure {
             exposure_s: geom.exposure_s,
         });

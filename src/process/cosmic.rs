@@ -75,11 +75,18 @@ pub fn find_cosmic_rays(
     // surrounded by hits is not judged at all). One step only: a longer track's remaining
     // pixels become seeds of the next round, so growth can never creep across a source.
     let mut excluded = ignore.clone();
-    Zip::from(&mut excluded).and(&mask).for_each(|e, &m| *e |= m);
+    Zip::from(&mut excluded)
+        .and(&mask)
+        .for_each(|e, &m| *e |= m);
     let grown: Vec<(usize, usize)> = seeds
         .iter()
         .flat_map(|&(r, c)| neighbours8(r, c, rows, cols))
-        .filter(|&(nr, nc)| !excluded[[nr, nc]] && is_sharp(frame, variance, &excluded, nr, nc, GROW_SIGMA, sharpness, false))
+        .filter(|&(nr, nc)| {
+            !excluded[[nr, nc]]
+                && is_sharp(
+                    frame, variance, &excluded, nr, nc, GROW_SIGMA, sharpness, false,
+                )
+        })
         .collect();
     for (r, c) in grown {
         mask[[r, c]] = true;
@@ -137,8 +144,12 @@ fn is_sharp(
     let trusted = |dr: isize, dc: isize| {
         let nr = r as isize + dr;
         let nc = c as isize + dc;
-        (nr >= 0 && nc >= 0 && (nr as usize) < rows && (nc as usize) < cols && !skip[[nr as usize, nc as usize]])
-            .then(|| frame[[nr as usize, nc as usize]])
+        (nr >= 0
+            && nc >= 0
+            && (nr as usize) < rows
+            && (nc as usize) < cols
+            && !skip[[nr as usize, nc as usize]])
+        .then(|| frame[[nr as usize, nc as usize]])
     };
     // Light on two opposite sides: the dimmer of each opposite pair, the brighter pair kept.
     let mut support = f32::NEG_INFINITY;

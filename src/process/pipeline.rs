@@ -97,8 +97,17 @@ pub fn quantify(
     // round looks only around the first round's hits.
     let mut near: Option<Array2<bool>> = None;
     for _ in 0..COSMIC_ROUNDS {
-        let cosmic = find_cosmic_rays(&frame.radiance, &variance, &untrusted, near.as_ref(), params.cosmic_sigma, params.cosmic_sharpness);
-        Zip::from(&mut untrusted).and(&cosmic).for_each(|u, &c| *u |= c);
+        let cosmic = find_cosmic_rays(
+            &frame.radiance,
+            &variance,
+            &untrusted,
+            near.as_ref(),
+            params.cosmic_sigma,
+            params.cosmic_sharpness,
+        );
+        Zip::from(&mut untrusted)
+            .and(&cosmic)
+            .for_each(|u, &c| *u |= c);
         let found = repair_pixels(&mut frame, &cosmic, &untrusted, Repair::Median);
         if found == 0 {
             break;
@@ -182,7 +191,10 @@ pub fn quantify(
             continue;
         }
         new_label[i] = regions.len() as u32 + 1;
-        regions.push(RegionMeasurement { label: format!("T{}", regions.len() + 1), ..m });
+        regions.push(RegionMeasurement {
+            label: format!("T{}", regions.len() + 1),
+            ..m
+        });
     }
     let detection_labels = detections.aperture.mapv(|l| new_label[l as usize]);
     let detected_count = regions.len();

@@ -68,7 +68,8 @@ pub fn roi_truth(sim: &SimulatedAcquisition, rois: &[Roi]) -> Vec<RoiTruth> {
             for ((r, c), &inside) in mask.indexed_iter() {
                 if inside {
                     tumour += sim.tumour_radiance[[r, c]] as f64;
-                    gross += sim.tumour_radiance[[r, c]] as f64 + sim.background_radiance[[r, c]] as f64;
+                    gross +=
+                        sim.tumour_radiance[[r, c]] as f64 + sim.background_radiance[[r, c]] as f64;
                 }
             }
             RoiTruth {
@@ -87,7 +88,11 @@ fn write_truth(dir: &Path, truth: &Truth, rois: Vec<RoiTruth>) -> Result<(), For
 }
 
 /// Write a lumiq acquisition folder (with the given ROIs, possibly none) and its truth.
-pub fn write_lumiq(dir: &Path, sim: &SimulatedAcquisition, rois: Vec<Roi>) -> Result<(), FormatError> {
+pub fn write_lumiq(
+    dir: &Path,
+    sim: &SimulatedAcquisition,
+    rois: Vec<Roi>,
+) -> Result<(), FormatError> {
     let raw = RawAcquisition {
         meta: sim.meta.clone(),
         luminescent_adu: sim.luminescent_adu.clone(),
@@ -102,9 +107,20 @@ pub fn write_lumiq(dir: &Path, sim: &SimulatedAcquisition, rois: Vec<Roi>) -> Re
 /// Write an IVIS click folder as Living Image would (raw luminescent counts, read bias and
 /// dark charge ×10, calibration lines in ClickInfo, ROIs in AnalyzedClickInfo) and its truth.
 /// `usable_dark = false` writes a dark saturated everywhere, as some real folders have.
-pub fn write_ivis(dir: &Path, inst: &Instrument, sim: &SimulatedAcquisition, usable_dark: bool) -> Result<(), FormatError> {
+pub fn write_ivis(
+    dir: &Path,
+    inst: &Instrument,
+    sim: &SimulatedAcquisition,
+    usable_dark: bool,
+) -> Result<(), FormatError> {
     let m = &sim.meta;
-    let cal = inst.ideal_calibration(m.binning, m.exposure_s, m.sensor_temp_c, m.fov_cm, m.f_number);
+    let cal = inst.ideal_calibration(
+        m.binning,
+        m.exposure_s,
+        m.sensor_temp_c,
+        m.fov_cm,
+        m.f_number,
+    );
     let rois = rois_around_tumours(sim);
     let b = m.binning as f64;
     let rois_unbinned: Vec<Roi> = rois
@@ -119,7 +135,9 @@ pub fn write_ivis(dir: &Path, inst: &Instrument, sim: &SimulatedAcquisition, usa
         .flat_map(|&fov| [1.0, 2.0, 4.0, 8.0, 16.0].map(|f| (fov, f, inst.coefficient(fov, f))))
         .collect();
     let (hot, columns) = inst.defects();
-    let animal_numbers: Vec<String> = (0..sim.truth.mice.len()).map(|i| (3466 + i).to_string()).collect();
+    let animal_numbers: Vec<String> = (0..sim.truth.mice.len())
+        .map(|i| (3466 + i).to_string())
+        .collect();
     std::fs::create_dir_all(dir).map_err(|e| FormatError::io(dir, e))?;
     write_click_folder(
         dir,
@@ -128,7 +146,11 @@ pub fn write_ivis(dir: &Path, inst: &Instrument, sim: &SimulatedAcquisition, usa
             luminescent_adu: &sim.luminescent_adu,
             photograph_adu: sim.photograph_adu.as_ref(),
             readbias_adu: &cal.bias_adu,
-            dark_adu: if usable_dark { cal.dark_adu.as_ref() } else { None },
+            dark_adu: if usable_dark {
+                cal.dark_adu.as_ref()
+            } else {
+                None
+            },
             data_multiplier: 10.0,
             coefficients: &coefficients,
             shelf_fovs: &[('A', 4.0), ('B', 6.5), ('C', 12.5), ('D', 22.4)],

@@ -37,9 +37,20 @@ pub fn unmatched_detections(q: &Quantification, matches: &[Option<usize>]) -> Ve
 /// Validate a measurement record against `schemas/measurement.schema.json`; panics with
 /// every violation listed.
 pub fn assert_valid_record(record: &serde_json::Value) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/measurement.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/measurement.schema.json"
+    );
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema itself is valid");
-    let errors: Vec<String> = validator.iter_errors(record).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "record violates the schema:\n{}", errors.join("\n"));
+    let errors: Vec<String> = validator
+        .iter_errors(record)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "record violates the schema:\n{}",
+        errors.join("\n")
+    );
 }
