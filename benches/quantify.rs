@@ -17,7 +17,13 @@
 //!   reported so regressions on the common case are visible.
 //! - `stages/*`: one call of each step of the chain on the 2048² frame, with the inputs the
 //!   pipeline gives it, so the step that dominates `quantify` is visible. `quantify` calls
-//!   cosmic-ray search up to twice, the background fit twice and detection twice.
+//!   the background fit and map twice and detection twice (a first pass to find the sources,
+//!   a second with them masked); its second cosmic-ray round searches only next to the
+//!   first round's hits. `stages/detect_part_*` split detection's matched-filter S/N maps
+//!   from the rest of it. The stage inputs come from a one-pass background, so
+//!   `stages/photometry` measures more (fainter) regions than `quantify` does.
+//! - `correct_diagnostic/*`: no budget; `correct`'s loop with its outputs allocated once,
+//!   to tell the cost of allocating and zeroing five output arrays per call from the loop.
 //!
 //! Bytes `correct` moves per pixel (it reads each input once and writes each output once):
 //! reads raw u16 (2 B) + bias, dark, flat f32 (3 × 4 B) = 14 B; writes radiance,
@@ -26,8 +32,13 @@
 //! reference copies half that (65,011,712 B), i.e. reads 65.0 MB and writes 65.0 MB: the
 //! same 130.0 MB of memory traffic. GB/s = 0.130023424 / (seconds per call).
 //!
-//! Sample counts are kept low (10 samples, flat sampling for the slow groups) so the whole
-//! file finishes in a few minutes on 2 cores; frame simulation at start-up takes ~10 s.
+//! The 2048² frame is the one `benches/peer/run.sh` simulates (`lumiq simulate --binning 1
+//! --seed 1 --flux 2e6 2e8`: `SceneSpec`'s defaults), calibrated here ideally
+//! (`Instrument::ideal_calibration`) instead of from simulated calibration frames.
+//!
+//! Sample counts are kept low (10 samples, flat sampling for the slow groups): the whole
+//! file takes about 2 minutes on 2 cores. Run one group with e.g.
+//! `cargo bench --bench quantify -- correct`.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -39,7 +50,7 @@ use rayon::prelude::*;
 use lumiq::process::background::BackgroundModel;
 use lumiq::process::correct::{correct, repair_pixels, validate, CorrectedFrame, Repair};
 use lumiq::process::cosmic::find_cosmic_rays;
-use lumiq::process::detect::{detect, DetectionSettings};
+use lumiq::process::detect::{detect, smoothed_snr, DetectionSettings};
 use lumiq::process::filters::dilate;
 use lumiq::process::photometry::{measure, PhotometryInputs};
 use lumiq::process::{quantify, FrameCalibration, FrameGeometry, ProcessingParams, RegionSource};
@@ -165,8 +176,10 @@ fn benches(c: &mut Criterion) {
             black_box(&dst);
         })
     });
-    // `correct` writes into freshly allocated arrays every call; this variant pays the
-    // same allocation (and first-touch page faults) so that cost can be told apart.
+    // `correct` writes into freshly allocated arrays every call. This variant copies into a
+    // new 65 MB buffer each time: above glibc's largest mmap threshold (32 MiB), so every
+    // call maps fresh pages and pays a page fault and the kernel's zeroing per 4 KiB -- the
+    // worst case of writing new memory (as in a one-shot `lumiq process`).
     g.bench_function("memcpy_rayon_fresh_alloc", |b| {
         b.iter(|| {
             let mut out = vec![0u8; copy_len];
@@ -293,12 +306,15 @@ fn stages(c: &mut Criterion, f: &Frame, params: &ProcessingParams) {
     Zip::from(&mut untrusted)
         .and(&f.cal.bad_pixels)
         .for_each(|u, &b| *u |= b);
+    // What the first cosmic-ray round is told to ignore: saturated and known bad pixels.
+    let untrusted_first = untrusted.clone();
     let variance = &corrected.var_poisson + &corrected.var_read;
     let mut repaired: CorrectedFrame = corrected.clone();
     let cosmic = find_cosmic_rays(
         &repaired.radiance,
         &variance,
         &untrusted,
+        None,
         params.cosmic_sigma,
         params.cosmic_sharpness,
     );
@@ -346,7 +362,8 @@ fn stages(c: &mut Criterion, f: &Frame, params: &ProcessingParams) {
             find_cosmic_rays(
                 black_box(&corrected.radiance),
                 &variance,
-                &corrected.saturated,
+                &untrusted_first,
+                None,
                 params.cosmic_sigma,
                 params.cosmic_sharpness,
             )
@@ -372,6 +389,21 @@ fn stages(c: &mut Criterion, f: &Frame, params: &ProcessingParams) {
     g.bench_function("background_map", |b| b.iter(|| black_box(&model).map()));
     g.bench_function("detect", |b| {
         b.iter(|| detect(black_box(&net), &variance, &settings))
+    });
+    // Inside `detect`: the matched-filter S/N map (two separable Gaussian convolutions, of
+    // the frame and of its variance) at the detection sigma, and again at half of it for
+    // deblending; the rest of `detect` is labelling, deblending and wing growth.
+    g.bench_function("detect_part_smoothed_snr_full_sigma", |b| {
+        b.iter(|| smoothed_snr(black_box(&net), &variance, settings.smoothing_sigma_px))
+    });
+    g.bench_function("detect_part_smoothed_snr_half_sigma", |b| {
+        b.iter(|| {
+            smoothed_snr(
+                black_box(&net),
+                &variance,
+                (0.5 * settings.smoothing_sigma_px).max(0.5),
+            )
+        })
     });
     g.bench_function("dilate_mask", |b| {
         let sources = detections.aperture.mapv(|l| l > 0);

@@ -8,9 +8,10 @@
 #      the pinned peer stack from benches/peer/requirements.txt;
 #   2. builds lumiq in release;
 #   3. simulates a 2048x2048 acquisition (binning 1, 60 s) and raw calibration frames
-#      (binning 1), and builds the calibration set with `lumiq calibrate` -- or, while that
-#      command is not available, with make_calibration_set.py (medians of the same raw
-#      frames); both sides then use the same bias/dark/flat masters and sensor facts;
+#      (binning 1), and builds the calibration set with `lumiq calibrate
+#      --simulated-instrument` -- or, where that command is not available, with
+#      make_calibration_set.py (medians of the same raw frames); both sides then use the
+#      same bias/dark/flat masters, sensor facts and radiance coefficient;
 #   4. times `lumiq process` (wall clock, best of $LUMIQ_RUNS, hyperfine when installed) and
 #      peer_stack.py (wall clock, best of $PEER_RUNS) on the same folder;
 #   5. prints a table of the stages and the end-to-end ratio, and writes summary.json.
@@ -75,8 +76,8 @@ CALSET="$WORK/calibration-set"
 "$LUMIQ" simulate --out "$ACQ" --binning 1 --exposure-s 60 --seed "$SEED" --flux "${FLUX[@]}"
 "$LUMIQ" simulate --out "$CALRAW" --calibration-frames --binnings 1 \
     || die "\`lumiq simulate --calibration-frames\` failed: the raw bias/dark/flat frames are needed"
-CAL_SOURCE="lumiq calibrate"
-if ! "$LUMIQ" calibrate --out "$CALSET" "$CALRAW" \
+CAL_SOURCE="lumiq calibrate --simulated-instrument"
+if ! "$LUMIQ" calibrate --simulated-instrument --out "$CALSET" "$CALRAW" \
     || ! "$LUMIQ" process "$ACQ" --calibration "$CALSET" --compact >/dev/null; then
     echo "lumiq calibrate is not usable here: building the set with make_calibration_set.py" >&2
     CAL_SOURCE="make_calibration_set.py (medians of the same raw frames)"
