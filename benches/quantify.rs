@@ -49,7 +49,7 @@ use rayon::prelude::*;
 
 use lumiq::process::background::BackgroundModel;
 use lumiq::process::correct::{correct, repair_pixels, validate, CorrectedFrame, Repair};
-use lumiq::process::cosmic::find_cosmic_rays;
+use lumiq::process::cosmic::{find_cosmic_rays, CosmicSettings};
 use lumiq::process::detect::{detect, smoothed_snr, DetectionSettings};
 use lumiq::process::filters::dilate;
 use lumiq::process::photometry::{measure, PhotometryInputs};
@@ -300,6 +300,11 @@ fn stages(c: &mut Criterion, f: &Frame, params: &ProcessingParams) {
     };
     let box_px = (params.background_box_cm / pixel_cm).round().max(4.0) as usize;
 
+    let cosmic_settings = CosmicSettings::for_grid(
+        params.cosmic_sigma,
+        params.cosmic_sharpness,
+        params.min_source_sigma_cm / pixel_cm,
+    );
     // Inputs of each stage, prepared once as the pipeline would.
     let corrected = correct(&f.raw, &f.cal, &f.geom);
     let mut untrusted = corrected.saturated.clone();
@@ -315,8 +320,7 @@ fn stages(c: &mut Criterion, f: &Frame, params: &ProcessingParams) {
         &variance,
         &untrusted,
         None,
-        params.cosmic_sigma,
-        params.cosmic_sharpness,
+        &cosmic_settings,
     );
     Zip::from(&mut untrusted)
         .and(&cosmic)
@@ -364,8 +368,7 @@ fn stages(c: &mut Criterion, f: &Frame, params: &ProcessingParams) {
                 &variance,
                 &untrusted_first,
                 None,
-                params.cosmic_sigma,
-                params.cosmic_sharpness,
+                &cosmic_settings,
             )
         })
     });

@@ -10,6 +10,9 @@
 use ndarray::Array2;
 use rayon::prelude::*;
 
+/// At most about this many pixels of a cell enter its plane fit.
+const MAX_SAMPLES_PER_CELL: usize = 4096;
+
 /// Least fraction of a cell's pixels that must be usable for the cell to be estimated.
 const MIN_USABLE_FRACTION: f64 = 0.4;
 
@@ -53,12 +56,19 @@ impl BackgroundModel {
                 let c0 = (cx as f64 * cell_w).round() as usize;
                 let r1 = (((cy + 1) as f64 * cell_h).round() as usize).min(rows);
                 let c1 = (((cx + 1) as f64 * cell_w).round() as usize).min(cols);
-                let mut sample: Vec<(f32, f32, f32)> = Vec::with_capacity((r1 - r0) * (c1 - c0));
+                // Large cells (fine pixels) are sampled on a regular sub-grid: a few
+                // thousand pixels pin a plane down as well as all of them, and the cell's
+                // error below is computed from the pixels actually used.
+                let n_cell = (r1 - r0) * (c1 - c0);
+                let stride =
+                    ((n_cell as f64 / MAX_SAMPLES_PER_CELL as f64).sqrt().floor() as usize).max(1);
+                let mut sample: Vec<(f32, f32, f32)> =
+                    Vec::with_capacity(n_cell / (stride * stride) + 1);
                 // Offsets from the cell's nominal centre, where the mesh value is defined.
                 let yc = (cy as f64 + 0.5) * cell_h - 0.5;
                 let xc = (cx as f64 + 0.5) * cell_w - 0.5;
-                for r in r0..r1 {
-                    for c in c0..c1 {
+                for r in (r0..r1).step_by(stride) {
+                    for c in (c0..c1).step_by(stride) {
                         if !exclude[[r, c]] {
                             sample.push((
                                 (c as f64 - xc) as f32,
@@ -68,7 +78,7 @@ impl BackgroundModel {
                         }
                     }
                 }
-                let total = (r1 - r0) * (c1 - c0);
+                let total = (r1 - r0).div_ceil(stride) * (c1 - c0).div_ceil(stride);
                 if (sample.len() as f64) < MIN_USABLE_FRACTION * total as f64 {
                     return None;
                 }
@@ -122,14 +132,36 @@ impl BackgroundModel {
         out
     }
 
+    /// Interpolate a mesh-sized grid to every pixel. The weights are separable, so it runs
+    /// along x for every mesh row first, then along y for every output row.
     fn interpolate(&self, grid: &Array2<f32>) -> Array2<f32> {
+        let (ny, _) = grid.dim();
+        let wx: Vec<Vec<(usize, f32)>> = (0..self.cols)
+            .map(|c| axis_weights(c, grid.dim().1, self.cell_w_px))
+            .collect();
+        let wy: Vec<Vec<(usize, f32)>> = (0..self.rows)
+            .map(|r| axis_weights(r, ny, self.cell_h_px))
+            .collect();
+        // Along x: one full-width row per mesh row.
+        let mut along_x = Array2::<f32>::zeros((ny, self.cols));
+        for (iy, mut row) in along_x.axis_iter_mut(ndarray::Axis(0)).enumerate() {
+            for (c, w) in wx.iter().enumerate() {
+                row[c] = w.iter().map(|&(ix, a)| a * grid[[iy, ix]]).sum();
+            }
+        }
         let mut out = Array2::<f32>::zeros((self.rows, self.cols));
         out.axis_iter_mut(ndarray::Axis(0))
             .into_par_iter()
-            .enumerate()
-            .for_each(|(r, mut row)| {
-                for c in 0..self.cols {
-                    row[c] = self.weights(r, c).iter().map(|&(k, w)| w * grid[k]).sum();
+            .zip(wy.par_iter())
+            .for_each(|(mut row, w)| {
+                let row = row.as_slice_mut().expect("standard layout");
+                row.fill(0.0);
+                for &(iy, a) in w {
+                    let src = along_x.row(iy);
+                    let src = src.as_slice().expect("standard layout");
+                    for (o, &v) in row.iter_mut().zip(src) {
+                        *o += a * v;
+                    }
                 }
             });
         out
@@ -148,10 +180,26 @@ impl BackgroundModel {
     /// One-sigma error of the background summed over a set of pixels, treating each cell's
     /// error as independent and fully correlated within the cell.
     pub fn sum_error(&self, pixels: impl Iterator<Item = (usize, usize)>) -> f64 {
-        let mut weight_per_cell = Array2::<f64>::zeros(self.mesh.dim());
+        let (ny, nx) = self.mesh.dim();
+        // The weights are separable: sum the column weights row by row, then spread each
+        // row's sums over the mesh rows with that row's weights.
+        let wx: Vec<Vec<(usize, f32)>> = (0..self.cols)
+            .map(|c| axis_weights(c, nx, self.cell_w_px))
+            .collect();
+        let mut per_row: std::collections::BTreeMap<usize, Vec<f64>> =
+            std::collections::BTreeMap::new();
         for (r, c) in pixels {
-            for (k, w) in self.weights(r, c) {
-                weight_per_cell[k] += w as f64;
+            let v = per_row.entry(r).or_insert_with(|| vec![0.0; nx]);
+            for &(ix, a) in &wx[c] {
+                v[ix] += a as f64;
+            }
+        }
+        let mut weight_per_cell = Array2::<f64>::zeros((ny, nx));
+        for (r, v) in per_row {
+            for (iy, b) in axis_weights(r, ny, self.cell_h_px) {
+                for (ix, w) in v.iter().enumerate() {
+                    weight_per_cell[[iy, ix]] += b as f64 * w;
+                }
             }
         }
         weight_per_cell

@@ -229,14 +229,24 @@ pub fn repair_pixels(
     untrusted: &Array2<bool>,
     method: Repair,
 ) -> usize {
-    let (rows, cols) = mask.dim();
-    let mut buf = Vec::with_capacity(49);
-    let mut n = 0;
     let targets: Vec<(usize, usize)> = mask
         .indexed_iter()
         .filter(|(_, &b)| b)
         .map(|(i, _)| i)
         .collect();
+    repair_list(frame, &targets, untrusted, method)
+}
+
+/// [`repair_pixels`] for a list of pixels.
+pub fn repair_list(
+    frame: &mut CorrectedFrame,
+    targets: &[(usize, usize)],
+    untrusted: &Array2<bool>,
+    method: Repair,
+) -> usize {
+    let (rows, cols) = untrusted.dim();
+    let mut buf = Vec::with_capacity(49);
+    let mut n = 0;
     let good = |r: isize, c: isize| {
         r >= 0
             && c >= 0
@@ -244,7 +254,7 @@ pub fn repair_pixels(
             && (c as usize) < cols
             && !untrusted[[r as usize, c as usize]]
     };
-    for &(r, c) in &targets {
+    for &(r, c) in targets {
         let (ri, ci) = (r as isize, c as isize);
         let line: Option<[(usize, usize); 4]> = if method == Repair::Median {
             None

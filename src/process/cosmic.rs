@@ -11,7 +11,7 @@
 //!
 //! Owns: finding the hits. Replacing them is `correct::repair_pixels`.
 
-use ndarray::{Array2, Zip};
+use ndarray::Array2;
 use rayon::prelude::*;
 
 use super::filters::window_median;
@@ -19,79 +19,176 @@ use super::filters::window_median;
 /// Threshold for growing a hit into its neighbours, noise sigmas.
 const GROW_SIGMA: f32 = 3.0;
 
+/// Thresholds of the cosmic-ray search.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CosmicSettings {
+    /// A hit stands this many noise sigmas above its 5×5 median.
+    pub sigma: f32,
+    /// "Dark" means at least this share of the pixel's excess below it.
+    pub contrast: f32,
+    /// The same for the line across a track; may be lower where no real source is
+    /// narrower than `FINE_GRID_SOURCE_SIGMA_PX` (see [`CosmicSettings::for_grid`]).
+    pub across_contrast: f32,
+}
+
+/// On a grid where the narrowest real source has a sigma of at least this many pixels, a
+/// source's vertical and horizontal neighbours are within a few per cent of each pixel's
+/// value, so a track crossing a pixel is recognised with a lower contrast.
+pub const FINE_GRID_SOURCE_SIGMA_PX: f64 = 1.5;
+/// The across-track contrast on such a grid.
+const FINE_GRID_ACROSS_CONTRAST: f32 = 0.45;
+
+impl CosmicSettings {
+    /// Settings for a grid whose narrowest real source has `min_source_sigma_px`.
+    pub fn for_grid(sigma: f64, contrast: f64, min_source_sigma_px: f64) -> CosmicSettings {
+        let contrast = contrast as f32;
+        CosmicSettings {
+            sigma: sigma as f32,
+            contrast,
+            across_contrast: if min_source_sigma_px >= FINE_GRID_SOURCE_SIGMA_PX {
+                FINE_GRID_ACROSS_CONTRAST.min(contrast)
+            } else {
+                contrast
+            },
+        }
+    }
+}
+
 /// Find cosmic-ray pixels in `frame` (any units) with per-pixel `variance` (units²).
 /// Pixels in `ignore` (saturated, known bad) are never reported and never used as
-/// neighbours. With `only_near`, hits are sought only where it is true (a second round
-/// looks for the rest of the tracks found by the first, nowhere else).
+/// neighbours. With `only_near`, hits are sought only at those pixels (a later round looks
+/// for the rest of the tracks found by the previous one, nowhere else).
 pub fn find_cosmic_rays(
     frame: &Array2<f32>,
     variance: &Array2<f32>,
     ignore: &Array2<bool>,
-    only_near: Option<&Array2<bool>>,
-    sigma: f64,
-    sharpness: f64,
+    only_near: Option<&[(usize, usize)]>,
+    settings: &CosmicSettings,
 ) -> Array2<bool> {
+    let mut untrusted = ignore.clone();
+    let mut mask = Array2::from_elem(frame.dim(), false);
+    for p in find_hits(frame, variance, &mut untrusted, only_near, settings) {
+        mask[p] = true;
+    }
+    mask
+}
+
+/// The hits of [`find_cosmic_rays`] as a list; each hit is also marked in `untrusted` (which
+/// plays the part of `ignore` and must cover it). Touches only the pixels it looks at, so a
+/// round limited by `only_near` costs nothing per frame pixel.
+pub fn find_hits(
+    frame: &Array2<f32>,
+    variance: &Array2<f32>,
+    untrusted: &mut Array2<bool>,
+    only_near: Option<&[(usize, usize)]>,
+    settings: &CosmicSettings,
+) -> Vec<(usize, usize)> {
     let (rows, cols) = frame.dim();
-    let sigma = sigma as f32;
-    let sharpness = sharpness as f32;
+    let sigma = settings.sigma;
+    let ignore: &Array2<bool> = untrusted;
     // Seeds: the brightest pixel of their 3×3 neighbourhood that pass the sharpness test.
-    let seeds: Vec<(usize, usize)> = (0..rows)
-        .into_par_iter()
-        .flat_map_iter(|r| {
-            let mut out = Vec::new();
-            for c in 0..cols {
-                if ignore[[r, c]] || only_near.is_some_and(|m| !m[[r, c]]) {
-                    continue;
-                }
-                let v = frame[[r, c]];
-                let (mut sum, mut n, mut local_max) = (0.0f32, 0usize, true);
-                for (nr, nc) in neighbours8(r, c, rows, cols) {
-                    if ignore[[nr, nc]] {
-                        continue;
-                    }
-                    let w = frame[[nr, nc]];
-                    sum += w;
-                    n += 1;
-                    local_max &= w <= v;
-                }
-                // Cheap pre-test against the mean of the neighbours before any median.
-                let mean8 = sum / n.max(1) as f32;
-                if local_max
-                    && v - mean8 > 0.5 * sigma * variance[[r, c]].max(0.0).sqrt()
-                    && is_sharp(frame, variance, ignore, r, c, sigma, sharpness, true)
-                {
-                    out.push((r, c));
-                }
+    let is_seed = |r: usize, c: usize| -> bool {
+        if ignore[[r, c]] {
+            return false;
+        }
+        let v = frame[[r, c]];
+        let (mut sum, mut n, mut local_max) = (0.0f32, 0usize, true);
+        for (nr, nc) in neighbours8(r, c, rows, cols) {
+            if ignore[[nr, nc]] {
+                continue;
             }
-            out
-        })
-        .collect();
-    let mut mask = Array2::from_elem((rows, cols), false);
-    for &(r, c) in &seeds {
-        mask[[r, c]] = true;
+            let w = frame[[nr, nc]];
+            sum += w;
+            n += 1;
+            local_max &= w <= v;
+        }
+        // Cheap pre-test against the mean of the neighbours before any median.
+        let mean8 = sum / n.max(1) as f32;
+        local_max
+            && v - mean8 > 0.5 * sigma * variance[[r, c]].max(0.0).sqrt()
+            && is_sharp(
+                frame,
+                variance,
+                ignore,
+                r,
+                c,
+                settings,
+                settings.sigma,
+                true,
+            )
+    };
+    let seeds: Vec<(usize, usize)> = match only_near {
+        Some(list) => list
+            .par_iter()
+            .copied()
+            .filter(|&(r, c)| is_seed(r, c))
+            .collect(),
+        None => {
+            let frame_s = frame.as_standard_layout();
+            let fs = frame_s.as_slice().expect("standard layout");
+            // Fast path over raw rows: only a pixel brighter than all eight neighbours can
+            // be a seed...
+            let mut seeds: Vec<(usize, usize)> = (1..rows.saturating_sub(1))
+                .into_par_iter()
+                .flat_map_iter(|r| {
+                    let mut out = Vec::new();
+                    for c in 1..cols.saturating_sub(1) {
+                        let v = fs[r * cols + c];
+                        let up = &fs[(r - 1) * cols + c - 1..(r - 1) * cols + c + 2];
+                        let down = &fs[(r + 1) * cols + c - 1..(r + 1) * cols + c + 2];
+                        let brightest = fs[r * cols + c - 1] <= v
+                            && fs[r * cols + c + 1] <= v
+                            && up.iter().all(|&w| w <= v)
+                            && down.iter().all(|&w| w <= v);
+                        if brightest && is_seed(r, c) {
+                            out.push((r, c));
+                        }
+                    }
+                    out
+                })
+                .collect();
+            // ...except next to an untrusted pixel (which does not count as a neighbour) and
+            // on the frame's border: those few are judged in full.
+            let mut special: Vec<(usize, usize)> = ignore
+                .indexed_iter()
+                .filter(|(_, &u)| u)
+                .flat_map(|((r, c), _)| neighbours8(r, c, rows, cols))
+                .chain((0..cols).flat_map(|c| [(0, c), (rows - 1, c)]))
+                .chain((0..rows).flat_map(|r| [(r, 0), (r, cols - 1)]))
+                .collect();
+            special.sort_unstable();
+            special.dedup();
+            seeds.extend(special.into_iter().filter(|&(r, c)| is_seed(r, c)));
+            seeds.sort_unstable();
+            seeds.dedup();
+            seeds
+        }
+    };
+    for &p in &seeds {
+        untrusted[p] = true;
     }
     // Grow one pixel into the rest of a track: neighbours of a hit that are sharp too once
     // the hits are left out, judged only on complete pairs of trusted neighbours (a pixel
     // surrounded by hits is not judged at all). One step only: a longer track's remaining
     // pixels become seeds of the next round, so growth can never creep across a source.
-    let mut excluded = ignore.clone();
-    Zip::from(&mut excluded)
-        .and(&mask)
-        .for_each(|e, &m| *e |= m);
-    let grown: Vec<(usize, usize)> = seeds
+    let mut grown: Vec<(usize, usize)> = seeds
         .iter()
         .flat_map(|&(r, c)| neighbours8(r, c, rows, cols))
         .filter(|&(nr, nc)| {
-            !excluded[[nr, nc]]
+            !untrusted[[nr, nc]]
                 && is_sharp(
-                    frame, variance, &excluded, nr, nc, GROW_SIGMA, sharpness, false,
+                    frame, variance, untrusted, nr, nc, settings, GROW_SIGMA, false,
                 )
         })
         .collect();
-    for (r, c) in grown {
-        mask[[r, c]] = true;
+    grown.sort_unstable();
+    grown.dedup();
+    for &p in &grown {
+        untrusted[p] = true;
     }
-    mask
+    let mut hits = seeds;
+    hits.extend(grown);
+    hits
 }
 
 /// The up-to-eight neighbours of a pixel inside the frame.
@@ -106,15 +203,18 @@ fn neighbours8(
         .filter(move |&p| p != (r, c))
 }
 
-/// Whether the pixel stands `sigma` noise sigmas above its 5×5 median, and above its
-/// "support" — the brighter of the dimmer neighbours of each opposite pair (up/down,
-/// left/right and both diagonals) — by `sigma` noise sigmas and by `contrast` of that
-/// excess. However bright, an imaged source is blurred over more than a pixel, so some
-/// line through every pixel of it has light on both sides (a peak in every direction, a
-/// plateau's edge along the edge); a cosmic-ray hit or track has, on every line through
-/// it, at least one dark side — except along the track, where both sides may be lit, but
-/// then it also has a line across the track with both sides dark, and that pixel is only
-/// reached by growth from the track's end. Medians and the noise skip pixels in `skip`.
+/// Whether the pixel stands `sigma` noise sigmas above its 5×5 median and is sharper than
+/// anything the optics can image. "Dark" below means at least `contrast` of the pixel's
+/// excess (and `sigma` noise sigmas) below it. The pixel is a hit when either
+/// - every line through it (vertical, horizontal, both diagonals) has a dark side — an
+///   isolated hit, a track's end, the corner of an L; or
+/// - the vertical or the horizontal line through it is dark on both sides — the middle of
+///   a track, lit along the track but dark across it.
+///
+/// However bright, an imaged source is blurred over more than a pixel: some line through
+/// each of its pixels is lit on both sides (a peak in every direction, a plateau's edge
+/// along the edge), and the vertical and horizontal lines through it always have a lit
+/// side. Medians and the noise skip pixels in `skip`.
 #[allow(clippy::too_many_arguments)]
 fn is_sharp(
     frame: &Array2<f32>,
@@ -122,8 +222,8 @@ fn is_sharp(
     skip: &Array2<bool>,
     r: usize,
     c: usize,
+    settings: &CosmicSettings,
     sigma: f32,
-    contrast: f32,
     allow_single: bool,
 ) -> bool {
     let (rows, cols) = frame.dim();
@@ -151,12 +251,22 @@ fn is_sharp(
             && !skip[[nr as usize, nc as usize]])
         .then(|| frame[[nr as usize, nc as usize]])
     };
-    // Light on two opposite sides: the dimmer of each opposite pair, the brighter pair kept.
-    let mut support = f32::NEG_INFINITY;
+    // For each line through the pixel (vertical, horizontal, both diagonals): the dimmer
+    // and the brighter of its two neighbours.
+    let mut support = f32::NEG_INFINITY; // brightest "dimmer side": light on both sides
+    let mut across = f32::INFINITY; // dimmest "brighter side" of the vertical/horizontal lines
     let mut single = f32::NEG_INFINITY;
-    for (dr, dc) in [(1isize, 0isize), (0, 1), (1, 1), (1, -1)] {
+    for (i, (dr, dc)) in [(1isize, 0isize), (0, 1), (1, 1), (1, -1)]
+        .into_iter()
+        .enumerate()
+    {
         match (trusted(dr, dc), trusted(-dr, -dc)) {
-            (Some(a), Some(b)) => support = support.max(a.min(b)),
+            (Some(a), Some(b)) => {
+                support = support.max(a.min(b));
+                if i < 2 {
+                    across = across.min(a.max(b));
+                }
+            }
             (Some(a), None) | (None, Some(a)) => single = single.max(a),
             (None, None) => {}
         }
@@ -168,8 +278,11 @@ fn is_sharp(
     if support == f32::NEG_INFINITY {
         return false;
     }
-    let drop = v - support;
-    drop > sigma * noise && drop > contrast * excess
+    let stands_out = |drop: f32, contrast: f32| drop > sigma * noise && drop > contrast * excess;
+    // A hit: no line through it has light on both sides, or a track crosses it and the
+    // line across the track (vertical or horizontal) is dark on both sides.
+    stands_out(v - support, settings.contrast)
+        || (across.is_finite() && stands_out(v - across, settings.across_contrast))
 }
 
 #[cfg(test)]
@@ -200,7 +313,13 @@ mod tests {
         f[[20, 21]] = 2500.0;
         let var = Array2::from_elem(f.dim(), 100.0f32);
         let ignore = Array2::from_elem(f.dim(), false);
-        let m = find_cosmic_rays(&f, &var, &ignore, None, 6.0, 0.7);
+        let m = find_cosmic_rays(
+            &f,
+            &var,
+            &ignore,
+            None,
+            &CosmicSettings::for_grid(6.0, 0.7, 1.0),
+        );
         assert!(m[[10, 10]] && m[[20, 20]] && m[[20, 21]]);
         assert_eq!(m.iter().filter(|&&b| b).count(), 3);
     }
@@ -211,7 +330,13 @@ mod tests {
         let f = gaussian(41, 41, 20.5, 20.5, 1.0, 1.0e6, 100.0);
         let var = f.mapv(|v| v.max(1.0));
         let ignore = Array2::from_elem(f.dim(), false);
-        let m = find_cosmic_rays(&f, &var, &ignore, None, 6.0, 0.7);
+        let m = find_cosmic_rays(
+            &f,
+            &var,
+            &ignore,
+            None,
+            &CosmicSettings::for_grid(6.0, 0.7, 1.0),
+        );
         assert!(!m.iter().any(|&b| b));
     }
 
@@ -221,7 +346,13 @@ mod tests {
         f[[17, 22]] += 8000.0;
         let var = f.mapv(|v| v.max(1.0));
         let ignore = Array2::from_elem(f.dim(), false);
-        let m = find_cosmic_rays(&f, &var, &ignore, None, 6.0, 0.7);
+        let m = find_cosmic_rays(
+            &f,
+            &var,
+            &ignore,
+            None,
+            &CosmicSettings::for_grid(6.0, 0.7, 1.0),
+        );
         assert!(m[[17, 22]]);
         assert!(!m[[20, 20]]);
     }

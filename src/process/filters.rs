@@ -193,6 +193,57 @@ pub fn label_components(mask: &Array2<bool>) -> (Array2<u32>, u32) {
     (labels, next)
 }
 
+/// Mean over `f × f` blocks (partial blocks at the right and bottom edges average what
+/// they have), and the variance of that mean from per-pixel variances.
+pub fn block_mean(
+    img: &Array2<f32>,
+    variance: &Array2<f32>,
+    f: usize,
+) -> (Array2<f32>, Array2<f32>) {
+    let (rows, cols) = img.dim();
+    let (br, bc) = (rows.div_ceil(f), cols.div_ceil(f));
+    let img = img.as_standard_layout();
+    let variance = variance.as_standard_layout();
+    let (iv, vv) = (
+        img.as_slice().expect("standard layout"),
+        variance.as_slice().expect("standard layout"),
+    );
+    // One block row at a time, in parallel: sums over the block's rows, then per block.
+    let rows_out: Vec<(Vec<f32>, Vec<f32>)> = (0..br)
+        .into_par_iter()
+        .map(|by| {
+            let (mut sum, mut var) = (vec![0.0f64; bc], vec![0.0f64; bc]);
+            let r1 = ((by + 1) * f).min(rows);
+            for r in by * f..r1 {
+                let (ir, vr) = (&iv[r * cols..(r + 1) * cols], &vv[r * cols..(r + 1) * cols]);
+                for (c, (&x, &w)) in ir.iter().zip(vr).enumerate() {
+                    sum[c / f] += x as f64;
+                    var[c / f] += w as f64;
+                }
+            }
+            let h = (r1 - by * f) as f64;
+            let mean = (0..bc)
+                .map(|bx| (sum[bx] / (h * (((bx + 1) * f).min(cols) - bx * f) as f64)) as f32)
+                .collect();
+            let var_mean = (0..bc)
+                .map(|bx| {
+                    let n = h * (((bx + 1) * f).min(cols) - bx * f) as f64;
+                    (var[bx] / (n * n)) as f32
+                })
+                .collect();
+            (mean, var_mean)
+        })
+        .collect();
+    let mean = Array2::from_shape_fn((br, bc), |(y, x)| rows_out[y].0[x]);
+    let var_mean = Array2::from_shape_fn((br, bc), |(y, x)| rows_out[y].1[x]);
+    (mean, var_mean)
+}
+
+/// Expand a label map made on `f × f` blocks back to the full `rows × cols` grid.
+pub fn expand_blocks(labels: &Array2<u32>, f: usize, rows: usize, cols: usize) -> Array2<u32> {
+    Array2::from_shape_fn((rows, cols), |(r, c)| labels[[r / f, c / f]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +266,26 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(l[[0, 0]], l[[1, 1]]);
         assert_ne!(l[[0, 0]], l[[4, 4]]);
+    }
+
+    #[test]
+    fn block_mean_averages_and_scales_variance() {
+        let img = Array2::from_shape_fn((5, 4), |(r, c)| (r * 4 + c) as f32);
+        let var = Array2::from_elem((5, 4), 4.0f32);
+        let (m, v) = block_mean(&img, &var, 2);
+        assert_eq!(m.dim(), (3, 2));
+        assert_eq!(m[[0, 0]], (0.0 + 1.0 + 4.0 + 5.0) / 4.0);
+        assert_eq!(v[[0, 0]], 1.0); // 4 pixels of variance 4: mean has variance 16/16
+        assert_eq!(m[[2, 1]], (18.0 + 19.0) / 2.0); // partial block of the last row
+        assert_eq!(v[[2, 1]], 2.0);
+        let e = expand_blocks(
+            &Array2::from_shape_fn((3, 2), |(r, c)| (r * 2 + c) as u32),
+            2,
+            5,
+            4,
+        );
+        assert_eq!(e[[4, 3]], 5);
+        assert_eq!(e[[1, 1]], 0);
     }
 
     #[test]

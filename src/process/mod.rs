@@ -107,6 +107,9 @@ pub struct ProcessingParams {
     /// second-brightest edge-neighbour by at least this share of its excess over the local
     /// median (a blurred peak has light on at least two sides).
     pub cosmic_sharpness: f64,
+    /// Gaussian sigma of the narrowest light distribution a real source can have at the
+    /// object, cm (tissue scatters a tumour's light over at least this).
+    pub min_source_sigma_cm: f64,
     /// Maximum growth of a detection footprint to collect a tumour's faint wings, cm.
     pub max_wing_growth_cm: f64,
 }
@@ -123,6 +126,7 @@ impl Default for ProcessingParams {
             deblend_contrast: 0.15,
             cosmic_sigma: 6.0,
             cosmic_sharpness: 0.7,
+            min_source_sigma_cm: 0.07,
             max_wing_growth_cm: 1.2,
         }
     }

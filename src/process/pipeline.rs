@@ -10,18 +10,101 @@ use std::collections::BTreeSet;
 use ndarray::{Array2, Zip};
 
 use super::background::BackgroundModel;
-use super::correct::{correct, repair_pixels, validate, CorrectionError, Repair};
-use super::cosmic::find_cosmic_rays;
+use super::correct::{correct, repair_list, repair_pixels, validate, CorrectionError, Repair};
+use super::cosmic::{find_hits, CosmicSettings};
 use super::detect::{detect, DetectionSettings};
-use super::filters::dilate;
+use super::filters::{block_mean, dilate, expand_blocks};
 use super::photometry::{measure, PhotometryInputs};
 use super::roi::Roi;
 use super::{
     FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, RegionMeasurement, RegionSource,
 };
 
-/// Rounds of cosmic-ray search and repair.
-const COSMIC_ROUNDS: usize = 2;
+/// Rounds of cosmic-ray search and repair (after the first, only around earlier hits: a
+/// long track at low binning is taken from its ends inward).
+const COSMIC_ROUNDS: usize = 4;
+
+/// Detection works on a grid where the matched filter's sigma is about this many pixels:
+/// finer grids (low binning) are averaged in blocks first. The filter spans the same
+/// physical size either way, so nothing is lost but time.
+const WORK_SMOOTHING_PX: f64 = 1.4;
+
+/// The block size (a power of two) that brings the matched filter near
+/// `WORK_SMOOTHING_PX`.
+fn working_block(smoothing_sigma_px: f64) -> usize {
+    let ratio = (smoothing_sigma_px / WORK_SMOOTHING_PX).max(1.0);
+    1usize << (ratio.log2().round() as u32).min(6)
+}
+
+/// Detect on the working grid: the apertures there and the block size.
+fn detect_working(
+    net: &Array2<f32>,
+    variance: &Array2<f32>,
+    settings: &DetectionSettings,
+) -> (Array2<u32>, usize, usize) {
+    let f = working_block(settings.smoothing_sigma_px);
+    if f == 1 {
+        let d = detect(net, variance, settings);
+        return (d.aperture, d.count, 1);
+    }
+    let (work, work_var) = block_mean(net, variance, f);
+    let fs = f as f64;
+    let scaled = DetectionSettings {
+        smoothing_sigma_px: settings.smoothing_sigma_px / fs,
+        min_area_px: ((settings.min_area_px as f64 / (fs * fs)).ceil() as usize).max(3),
+        max_growth_px: (settings.max_growth_px as f64 / fs).ceil() as usize,
+        ..*settings
+    };
+    let d = detect(&work, &work_var, &scaled);
+    (d.aperture, d.count, f)
+}
+
+/// Detect on the working grid and return the apertures on the full grid.
+fn detect_on_working_grid(
+    net: &Array2<f32>,
+    variance: &Array2<f32>,
+    settings: &DetectionSettings,
+) -> (Array2<u32>, usize) {
+    let (labels, count, f) = detect_working(net, variance, settings);
+    if f == 1 {
+        return (labels, count);
+    }
+    let (rows, cols) = net.dim();
+    (expand_blocks(&labels, f, rows, cols), count)
+}
+
+/// Pixels covered by a source's aperture plus `margin_px`, on the full grid.
+fn source_mask(
+    net: &Array2<f32>,
+    variance: &Array2<f32>,
+    settings: &DetectionSettings,
+    margin_px: usize,
+) -> Array2<bool> {
+    let (labels, _, f) = detect_working(net, variance, settings);
+    let grown = dilate(&labels.mapv(|l| l > 0), margin_px.div_ceil(f));
+    let (rows, cols) = net.dim();
+    Array2::from_shape_fn((rows, cols), |(r, c)| grown[[r / f, c / f]])
+}
+
+/// The distinct pixels within `radius` (Chebyshev) of any of `points`.
+fn pixels_within(
+    points: &[(usize, usize)],
+    radius: usize,
+    rows: usize,
+    cols: usize,
+) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = points
+        .iter()
+        .flat_map(|&(r, c)| {
+            (r.saturating_sub(radius)..=(r + radius).min(rows - 1)).flat_map(move |rr| {
+                (c.saturating_sub(radius)..=(c + radius).min(cols - 1)).map(move |cc| (rr, cc))
+            })
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
 
 /// Why a frame could not be processed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -93,29 +176,32 @@ pub fn quantify(
         .and(&cal.bad_pixels)
         .for_each(|u, &b| *u |= b);
     let mut variance = &frame.var_poisson + &frame.var_read;
-    // Two rounds: a track's fainter pixels stand out once its core is gone; the second
-    // round looks only around the first round's hits.
-    let mut near: Option<Array2<bool>> = None;
+    // Several rounds: a track's other pixels stand out once its brightest are gone; later
+    // rounds look only around the previous round's hits.
+    let cosmic_settings = CosmicSettings::for_grid(
+        params.cosmic_sigma,
+        params.cosmic_sharpness,
+        params.min_source_sigma_cm / pixel_cm,
+    );
+    let mut near: Option<Vec<(usize, usize)>> = None;
     for _ in 0..COSMIC_ROUNDS {
-        let cosmic = find_cosmic_rays(
+        let hits = find_hits(
             &frame.radiance,
             &variance,
-            &untrusted,
-            near.as_ref(),
-            params.cosmic_sigma,
-            params.cosmic_sharpness,
+            &mut untrusted,
+            near.as_deref(),
+            &cosmic_settings,
         );
-        Zip::from(&mut untrusted)
-            .and(&cosmic)
-            .for_each(|u, &c| *u |= c);
-        let found = repair_pixels(&mut frame, &cosmic, &untrusted, Repair::Median);
-        if found == 0 {
+        if hits.is_empty() {
             break;
         }
-        counts.cosmic_ray_pixels_replaced += found;
+        counts.cosmic_ray_pixels_replaced +=
+            repair_list(&mut frame, &hits, &untrusted, Repair::Median);
         flags.insert(QualityFlag::CosmicRaysRemoved);
-        variance = &frame.var_poisson + &frame.var_read;
-        near = Some(dilate(&cosmic, 2));
+        for &p in &hits {
+            variance[p] = frame.var_poisson[p] + frame.var_read[p];
+        }
+        near = Some(pixels_within(&hits, 2, rows, cols));
     }
     counts.bad_pixels_replaced =
         repair_pixels(&mut frame, &cal.bad_pixels, &untrusted, Repair::Interpolate);
@@ -143,8 +229,7 @@ pub fn quantify(
     let net1 = &frame.radiance - &first.map();
     // Mask each source out to where its light fades into the noise (its grown aperture),
     // plus a margin, so its wings do not lift the background.
-    let sources = detect(&net1, &variance, &settings).aperture.mapv(|l| l > 0);
-    let mut exclude = dilate(&sources, 2);
+    let mut exclude = source_mask(&net1, &variance, &settings, 2);
     Zip::from(&mut exclude)
         .and(&frame.saturated)
         .for_each(|e, &s| *e |= s);
@@ -161,7 +246,7 @@ pub fn quantify(
     }
     let background = model.map();
     let net = &frame.radiance - &background;
-    let detections = detect(&net, &variance, &settings);
+    let (apertures, detected_candidates) = detect_on_working_grid(&net, &variance, &settings);
 
     let inputs = PhotometryInputs {
         radiance: &frame.radiance,
@@ -173,8 +258,8 @@ pub fn quantify(
         pixel_size_cm: pixel_cm,
         coefficient_rel_uncertainty: cal.coefficient_rel_uncertainty,
     };
-    let mut pixels_of: Vec<Vec<(usize, usize)>> = vec![Vec::new(); detections.count + 1];
-    for ((r, c), &l) in detections.aperture.indexed_iter() {
+    let mut pixels_of: Vec<Vec<(usize, usize)>> = vec![Vec::new(); detected_candidates + 1];
+    for ((r, c), &l) in apertures.indexed_iter() {
         if l > 0 {
             pixels_of[l as usize].push((r, c));
         }
@@ -196,7 +281,7 @@ pub fn quantify(
             ..m
         });
     }
-    let detection_labels = detections.aperture.mapv(|l| new_label[l as usize]);
+    let detection_labels = apertures.mapv(|l| new_label[l as usize]);
     let detected_count = regions.len();
     let mut roi_masks = Vec::with_capacity(rois.len());
     for roi in rois {
