@@ -13,21 +13,18 @@ use lumiq::simulate::{simulate_acquisition, Instrument, SceneSpec};
 struct Outcome {
     what: String,
     true_flux: f64,
-    /// True flux over the noise of an aperture of 3.5 sigma at the true position.
+    /// True flux over the statistical uncertainty (pixel noise and background model) of an
+    /// aperture of 3.5 sigma at the true position.
     expected_snr: f64,
     /// Measured (value, statistical sigma, SNR as the record states it).
     measured: Option<(f64, f64, f64)>,
 }
 
-fn run_frames() -> (Vec<Outcome>, Vec<String>) {
+fn run_frames(base: &SceneSpec, seeds: std::ops::Range<u64>) -> (Vec<Outcome>, Vec<String>) {
     let inst = Instrument::default();
-    let base = SceneSpec {
-        flux_range: (4.0e3, 3.0e6),
-        ..SceneSpec::default()
-    };
     let mut outcomes = Vec::new();
     let mut false_detections = Vec::new();
-    for seed in 100..120 {
+    for seed in seeds {
         let spec = SceneSpec {
             seed,
             ..base.clone()
@@ -65,14 +62,19 @@ fn run_frames() -> (Vec<Outcome>, Vec<String>) {
         for (t, m) in sim.truth.tumours.iter().zip(&matches) {
             let radius_px = 3.5 * t.sigma_major_cm / pixel_cm;
             let mut var = 0.0f64;
+            let mut aperture = Vec::new();
             for ((r, c), v) in q.variance.indexed_iter() {
                 let dx = c as f64 + 0.5 - t.centre_px[0];
                 let dy = r as f64 + 0.5 - t.centre_px[1];
                 if dx * dx + dy * dy <= radius_px * radius_px {
                     var += *v as f64;
+                    aperture.push((r, c));
                 }
             }
-            let sigma = 4.0 * std::f64::consts::PI * sim.truth.pixel_area_cm2 * var.sqrt();
+            // Noise of the pixels plus the error of the background under them.
+            let bkg = q.background_model.sum_error(aperture.into_iter());
+            let sigma =
+                4.0 * std::f64::consts::PI * sim.truth.pixel_area_cm2 * (var + bkg * bkg).sqrt();
             outcomes.push(Outcome {
                 what: format!(
                     "seed {seed} tumour {} ({}, {:.0} photons/s)",
@@ -95,11 +97,16 @@ fn run_frames() -> (Vec<Outcome>, Vec<String>) {
 
 #[test]
 fn round_trip_over_many_tumours() {
-    let (out, false_detections) = run_frames();
+    let base = SceneSpec {
+        flux_range: (4.0e3, 3.0e6),
+        ..SceneSpec::default()
+    };
+    let (out, false_detections) = run_frames(&base, 100..120);
     assert!(out.len() >= 50, "only {} tumours", out.len());
 
     // Every tumour with SNR >= 10 is detected (SNR of an ideal 3.5-sigma aperture at the
-    // true position, from the per-pixel noise: a missed tumour has no measured SNR).
+    // true position, with the same noise model the record uses: a missed tumour has no
+    // measured SNR).
     let missed: Vec<&str> = out
         .iter()
         .filter(|o| o.expected_snr >= 10.0 && o.measured.is_none())
@@ -171,4 +178,55 @@ fn round_trip_over_many_tumours() {
         (0.8..=1.25).contains(&sd),
         "pull standard deviation {sd:.3}"
     );
+}
+
+/// The same physics at finer binnings: the result must not depend on how the frame was
+/// binned (the detector works on a grid near its own scale at every binning).
+#[test]
+fn finer_binnings_give_the_same_answers() {
+    for (binning, seeds, flux, min_bright) in [
+        (4u32, 200..203u64, (1.0e4, 3.0e6), 10usize),
+        (1, 300..301, (3.0e4, 3.0e7), 3),
+    ] {
+        let base = SceneSpec {
+            binning,
+            flux_range: flux,
+            ..SceneSpec::default()
+        };
+        let (out, false_detections) = run_frames(&base, seeds);
+        assert!(
+            false_detections.is_empty(),
+            "binning {binning}: false detections {false_detections:?}"
+        );
+        let missed: Vec<&str> = out
+            .iter()
+            .filter(|o| o.expected_snr >= 10.0 && o.measured.is_none())
+            .map(|o| o.what.as_str())
+            .collect();
+        assert!(missed.is_empty(), "binning {binning}: missed {missed:?}");
+        let rel: Vec<f64> = out
+            .iter()
+            .filter_map(|o| {
+                o.measured
+                    .filter(|m| m.2 >= 20.0)
+                    .map(|(v, _, _)| (v - o.true_flux) / o.true_flux)
+            })
+            .collect();
+        assert!(
+            rel.len() >= min_bright,
+            "binning {binning}: only {} bright tumours",
+            rel.len()
+        );
+        let mean_abs = rel.iter().map(|e| e.abs()).sum::<f64>() / rel.len() as f64;
+        eprintln!(
+            "binning {binning}: {} tumours at SNR >= 20, mean |error| {:.2} %",
+            rel.len(),
+            100.0 * mean_abs
+        );
+        assert!(
+            mean_abs <= 0.02,
+            "binning {binning}: mean |error| {:.2} %",
+            100.0 * mean_abs
+        );
+    }
 }

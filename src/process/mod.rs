@@ -121,7 +121,7 @@ impl Default for ProcessingParams {
             background_clip_sigma: 3.0,
             detection_smoothing_cm: 0.12,
             detection_sigma: 5.0,
-            min_region_snr: 3.5,
+            min_region_snr: 5.0,
             min_area_cm2: 0.01,
             deblend_contrast: 0.15,
             cosmic_sigma: 6.0,

@@ -131,6 +131,8 @@ pub struct Quantification {
     pub radiance: Array2<f32>,
     /// Background model, photons/s/cm²/sr.
     pub background: Array2<f32>,
+    /// The fitted model behind `background` (its mesh and errors).
+    pub background_model: BackgroundModel,
     /// Net radiance (radiance − background).
     pub net_radiance: Array2<f32>,
     /// Statistical variance per pixel (Poisson + read + masters), radiance².
@@ -308,6 +310,7 @@ pub fn quantify(
     Ok(Quantification {
         radiance: frame.radiance,
         background,
+        background_model: model,
         net_radiance: net,
         variance,
         detection_labels,
