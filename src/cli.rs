@@ -34,6 +34,14 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Build calibration masters (bias, dark, flat, bad pixels, gain) from raw frames.
     Calibrate(CalibrateArgs),
+    /// Capture a photograph, an auto-exposed luminescent frame and its dark from the imager
+    /// (or the simulated imager) into a lumiq acquisition folder.
+    Capture(crate::acquire::cli::CaptureArgs),
+    /// Re-send stored measurement records from a seq on (e.g. after a LIMS saw a gap).
+    Replay(crate::delivery::cli::ReplayArgs),
+    /// Commit synthetic records and deliver them over MQTT (chaos tests, demos).
+    #[command(hide = true)]
+    DeliverTest(crate::delivery::cli::DeliverTestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -113,8 +121,8 @@ pub struct CalibrateArgs {
     /// (e.g. 22.4:1:7.223e5:0.05); repeat for each field of view and f-number.
     #[arg(long = "coefficient", value_name = "FOV:F:C:REL")]
     pub coefficients: Vec<String>,
-    /// Record the simulated instrument's coefficients and sensor facts (for frames from
-    /// `lumiq simulate --calibration-frames`).
+    /// Record the simulated instrument's coefficients and sensor facts, with a fixed
+    /// creation time (for frames from `lumiq simulate --calibration-frames`).
     #[arg(long)]
     pub simulated_instrument: bool,
     /// Raw level at or above which a pixel is saturated, ADU.
@@ -147,6 +155,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Process(a) => process(a),
         Command::Simulate(a) => simulate(a),
         Command::Calibrate(a) => calibrate(a),
+        Command::Capture(a) => crate::acquire::cli::capture(a),
+        Command::Replay(a) => crate::delivery::cli::replay(a),
+        Command::DeliverTest(a) => crate::delivery::cli::deliver_test(a),
     }
 }
 
@@ -239,9 +250,10 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
             .or_else(|| a.out.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "calibration".into());
     let mut opts = if a.simulated_instrument {
+        // The simulated instrument's options, fixed creation time included: the same
+        // frames always give the same set, byte for byte.
         let mut o = calib::sim_instrument_options(&Instrument::default());
         o.id = id;
-        o.created_at = None;
         o
     } else {
         let instrument = match &a.instrument {

@@ -1,0 +1,224 @@
+//! The dark for a luminescent frame: the matching master from the dark library (the
+//! instrument's calibration set, which `lumiq process` calibrates with), or — when the
+//! library has none within its own rules, or is older than the allowed age — darks
+//! acquired with the shutter closed at the frame's binning, exposure and temperature and
+//! added to the library with [`crate::calibrate::build_set`], so `lumiq process` finds them.
+//!
+//! Owns: the decision ([`check_library`], pure) and the library update
+//! ([`add_darks_to_library`]). The frames themselves are taken by the sequence.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::acquisition::{AcquisitionMeta, RawAcquisition, SourceFormat};
+use crate::calibrate::{build_set, CalibrateOptions};
+use crate::camera::Frame;
+use crate::formats::acquisition_folder::{self, FrameKind};
+use crate::formats::calibration_set::{CalibrationIndex, DarkEntry};
+
+/// Where the darks are and how old they may be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DarkPolicy {
+    /// The calibration set holding the dark library (`calibration/<instrument>` by default).
+    pub library: PathBuf,
+    /// Darks from a set built longer ago than this are stale and taken again, days.
+    pub max_age_days: f64,
+    /// Dark frames to take when they are needed (combined by a sigma-clipped median).
+    pub frames: usize,
+}
+
+/// Where the dark came from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DarkSource {
+    /// The library's master was used as it is.
+    Library,
+    /// Darks were taken with the shutter closed and added to the library.
+    Acquired,
+}
+
+/// What the capture report says about the dark.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DarkReport {
+    pub source: DarkSource,
+    /// Why darks were taken (missing or stale), when they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub library: String,
+    pub library_id: String,
+    /// The master `lumiq process` will select for the frame.
+    pub file: String,
+    pub binning: u32,
+    pub exposure_s: f64,
+    pub sensor_temp_c: f64,
+    pub frames_acquired: usize,
+}
+
+/// The library's verdict for one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LibraryDark {
+    Usable(DarkEntry),
+    Needed { reason: String },
+}
+
+/// Apply the set's own selection rules (`docs/calibration-set.md`) and the age limit.
+pub fn check_library(
+    index: &CalibrationIndex,
+    binning: u32,
+    exposure_s: f64,
+    sensor_temp_c: f64,
+    now: DateTime<Utc>,
+    max_age_days: f64,
+) -> LibraryDark {
+    let rules = index.dark_rules;
+    let ratio = |d: &DarkEntry| {
+        if d.exposure_s >= exposure_s {
+            d.exposure_s / exposure_s
+        } else {
+            exposure_s / d.exposure_s
+        }
+    };
+    let best = index
+        .dark
+        .iter()
+        .filter(|d| d.binning == binning)
+        .filter(|d| (d.sensor_temp_c - sensor_temp_c).abs() <= rules.temperature_tolerance_c)
+        .min_by(|a, b| {
+            ratio(a).total_cmp(&ratio(b)).then(
+                (a.sensor_temp_c - sensor_temp_c)
+                    .abs()
+                    .total_cmp(&(b.sensor_temp_c - sensor_temp_c).abs()),
+            )
+        });
+    let Some(best) = best.filter(|d| ratio(d) <= rules.max_exposure_ratio) else {
+        return LibraryDark::Needed {
+            reason: format!(
+                "the library has no dark for binning {binning}, {exposure_s} s at {sensor_temp_c:.1} °C \
+                 (within {} °C and an exposure ratio of {})",
+                rules.temperature_tolerance_c, rules.max_exposure_ratio
+            ),
+        };
+    };
+    let age_days = (now - index.created_at).num_seconds() as f64 / 86400.0;
+    if age_days > max_age_days {
+        return LibraryDark::Needed {
+            reason: format!(
+                "the library's darks are {age_days:.0} days old (the limit is {max_age_days} days)"
+            ),
+        };
+    }
+    LibraryDark::Usable(best.clone())
+}
+
+/// Write the dark frames as raw calibration folders and merge them into the library.
+/// Returns the dark entry `lumiq process` will now select.
+pub fn add_darks_to_library(
+    library: &Path,
+    index: &CalibrationIndex,
+    meta: &AcquisitionMeta,
+    darks: &[Frame],
+    now: DateTime<Utc>,
+) -> anyhow::Result<DarkEntry> {
+    let staging = library.join(format!(
+        ".new-darks-{}-{}",
+        std::process::id(),
+        now.timestamp_nanos_opt().unwrap_or(0)
+    ));
+    let result = (|| -> anyhow::Result<DarkEntry> {
+        let mut folders = Vec::new();
+        for (i, f) in darks.iter().enumerate() {
+            let m = AcquisitionMeta {
+                acquired_at: f.started_at,
+                exposure_s: f.exposure_s,
+                binning: f.binning,
+                sensor_temp_c: f.sensor_temp_c,
+                photograph: None,
+                ..meta.clone()
+            };
+            let acq = RawAcquisition {
+                meta: m,
+                luminescent_adu: (*f.pixels).clone(),
+                photograph_adu: None,
+                imported_rois: vec![],
+                source: SourceFormat::LumiqFolder,
+            };
+            let dir = staging.join(format!("dark_{i:02}"));
+            acquisition_folder::write(&dir, &acq, FrameKind::Dark)?;
+            folders.push(dir);
+        }
+        let mut opts = CalibrateOptions::new(index.id.clone(), index.instrument_id.clone());
+        opts.saturation_adu = index.sensor.saturation_adu;
+        opts.pixel_pitch_um = index.sensor.pixel_pitch_um;
+        opts.dark_rules = index.dark_rules;
+        opts.created_at = Some(now);
+        build_set(&folders, library, &opts)?;
+        let updated = crate::formats::calibration_set::CalibrationSet::load(library)?;
+        let temp = darks.iter().map(|f| f.sensor_temp_c).sum::<f64>() / darks.len().max(1) as f64;
+        match check_library(
+            &updated.index,
+            darks[0].binning,
+            darks[0].exposure_s,
+            temp,
+            now,
+            f64::INFINITY,
+        ) {
+            LibraryDark::Usable(e) => Ok(e),
+            LibraryDark::Needed { reason } => {
+                anyhow::bail!("the new darks are not selectable in the library: {reason}")
+            }
+        }
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn index() -> CalibrationIndex {
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/sim-ivis-01/calibration.toml");
+        CalibrationIndex::parse(&std::fs::read_to_string(&p).unwrap(), &p).unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn library_dark_within_the_rules_is_used() {
+        let ix = index();
+        let now = at("2026-03-02T09:00:00Z");
+        match check_library(&ix, 8, 200.0, -89.6, now, 90.0) {
+            LibraryDark::Usable(d) => assert_eq!((d.binning, d.exposure_s), (8, 60.0)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_and_stale_darks_are_needed() {
+        let ix = index();
+        let now = at("2026-03-02T09:00:00Z");
+        let need = |r: LibraryDark| match r {
+            LibraryDark::Needed { reason } => reason,
+            other => panic!("{other:?}"),
+        };
+        assert!(need(check_library(&ix, 8, 300.0, -90.0, now, 90.0)).contains("no dark"));
+        assert!(need(check_library(&ix, 8, 60.0, -80.0, now, 90.0)).contains("no dark"));
+        assert!(need(check_library(&ix, 2, 60.0, -90.0, now, 90.0)).contains("binning 2"));
+        assert!(need(check_library(
+            &ix,
+            8,
+            60.0,
+            -90.0,
+            at("2026-09-01T00:00:00Z"),
+            90.0
+        ))
+        .contains("days old"));
+    }
+}
