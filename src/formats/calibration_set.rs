@@ -26,8 +26,8 @@ use chrono::{DateTime, Utc};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-use super::tiff_io::read_f32;
-use super::{sha256_file, FormatError};
+use super::tiff_io::read_f32_and_sha256;
+use super::FormatError;
 use crate::acquisition::AcquisitionMeta;
 use crate::process::{FrameCalibration, SensorFacts};
 
@@ -592,8 +592,7 @@ impl CalibrationSet {
             return Ok(m.clone());
         }
         let path = self.dir.join(file);
-        let data = read_f32(&path)?;
-        let sha256 = sha256_file(&path)?;
+        let (data, sha256) = read_f32_and_sha256(&path)?;
         let m = Master {
             data: Arc::new(data),
             sha256,
@@ -1161,7 +1160,7 @@ mod tests {
         assert!(dark.detail.contains("scaled by 2.0"), "{}", dark.detail);
         assert_eq!(
             dark.sha256,
-            sha256_file(&dir.path().join("dark_b4_60s.tiff")).unwrap()
+            crate::formats::sha256_file(&dir.path().join("dark_b4_60s.tiff")).unwrap()
         );
         assert!(items.iter().all(|i| i.sha256.len() == 64));
 

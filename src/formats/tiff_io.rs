@@ -30,6 +30,33 @@ fn bad_tiff(path: &Path, e: tiff::TiffError) -> FormatError {
     }
 }
 
+/// Read a file's bytes once: the SHA-256 of what was decoded is then exactly what was hashed.
+pub fn read_f32_and_sha256(path: &Path) -> Result<(Array2<f32>, String), FormatError> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|e| FormatError::io(path, e))?;
+    let sha = format!("{:x}", Sha256::digest(&bytes));
+    let mut dec = Decoder::new(std::io::Cursor::new(bytes))
+        .map_err(|e| bad_tiff(path, e))?
+        .with_limits(Limits::unlimited());
+    let (w, h) = dec.dimensions().map_err(|e| bad_tiff(path, e))?;
+    if w == 0 || h == 0 {
+        return Err(FormatError::invalid(
+            path,
+            "the image has zero width or height",
+            "re-export the frame",
+        ));
+    }
+    match dec.read_image().map_err(|e| bad_tiff(path, e))? {
+        DecodingResult::F32(data) => Ok((to_array(path, h as usize, w as usize, data)?, sha)),
+        other => Err(FormatError::WrongPixelType {
+            path: path.to_path_buf(),
+            expected: "32-bit float greyscale",
+            found: result_kind(&other).to_string(),
+            fix: "calibration masters are 32-bit float TIFFs written by `lumiq calibrate`",
+        }),
+    }
+}
+
 fn open_decoder(path: &Path) -> Result<Decoder<BufReader<File>>, FormatError> {
     let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
     let decoder = Decoder::new(BufReader::new(file)).map_err(|e| bad_tiff(path, e))?;
