@@ -48,7 +48,9 @@ use ndarray::{Array2, Zip};
 use rayon::prelude::*;
 
 use lumiq::process::background::BackgroundModel;
-use lumiq::process::correct::{correct, repair_pixels, validate, CorrectedFrame, Repair};
+use lumiq::process::correct::{
+    correct, correct_into, repair_pixels, validate, CorrectedFrame, Repair,
+};
 use lumiq::process::cosmic::{find_cosmic_rays, CosmicSettings};
 use lumiq::process::detect::{detect, smoothed_snr, DetectionSettings};
 use lumiq::process::filters::dilate;
@@ -190,16 +192,16 @@ fn benches(c: &mut Criterion) {
     g.finish();
     drop((src, dst));
 
-    // Diagnostic: `correct`'s own per-pixel loop (copied from src/process/correct.rs),
-    // writing into outputs allocated once. Its gap to `correct/2048x2048` is the cost of
+    // Diagnostic: `correct_into`, the same loop `correct` runs, writing into outputs
+    // allocated once. Its gap to `correct/2048x2048` is the cost of
     // allocating and zeroing five fresh output arrays per call; its gap to `copy/*` is the
     // cost of the arithmetic (a division per pixel) and of the loop's shape.
-    let mut outs = CorrectOutputs::new(full.raw.len());
+    let mut outs = correct(&full.raw, &full.cal, &full.geom);
     let mut g = c.benchmark_group("correct_diagnostic");
     g.throughput(Throughput::BytesDecimal(correct_bytes));
     g.bench_function("same_loop_preallocated_outputs", |b| {
         b.iter(|| {
-            correct_loop_into(black_box(&full.raw), &full.cal, &full.geom, &mut outs);
+            correct_into(black_box(&full.raw), &full.cal, &full.geom, &mut outs);
             black_box(&outs);
         })
     });
@@ -207,77 +209,6 @@ fn benches(c: &mut Criterion) {
     drop(outs);
 
     stages(c, &full, &params);
-}
-
-/// Output buffers of [`correct_loop_into`], allocated once.
-struct CorrectOutputs {
-    radiance: Vec<f32>,
-    var_poisson: Vec<f32>,
-    var_read: Vec<f32>,
-    saturated: Vec<bool>,
-    per_adu: Vec<f32>,
-}
-
-impl CorrectOutputs {
-    fn new(n: usize) -> Self {
-        CorrectOutputs {
-            radiance: vec![0.0; n],
-            var_poisson: vec![0.0; n],
-            var_read: vec![0.0; n],
-            saturated: vec![false; n],
-            per_adu: vec![0.0; n],
-        }
-    }
-}
-
-/// The arithmetic of `lumiq::process::correct::correct` (same expressions, same rayon
-/// row chunks), minus the allocation of its outputs. Diagnostic only.
-fn correct_loop_into(
-    raw: &Array2<u16>,
-    cal: &FrameCalibration,
-    geom: &FrameGeometry,
-    o: &mut CorrectOutputs,
-) {
-    let gain = cal.sensor.gain_e_per_adu as f32;
-    let read_var_adu2 = (cal.sensor.read_noise_e as f32 / gain).powi(2)
-        + cal.bias_var_adu2
-        + if cal.dark_adu.is_some() {
-            cal.dark_var_adu2
-        } else {
-            0.0
-        };
-    let saturation = cal.sensor.saturation_adu as f32;
-    let base = (cal.coefficient / (geom.exposure_s * (geom.binning as f64).powi(2))) as f32;
-    let raw_v = raw.as_slice().expect("standard layout");
-    let bias_v = cal.bias_adu.as_slice().expect("standard layout");
-    let flat_v = cal.flat.as_slice().expect("standard layout");
-    let dark_v = cal
-        .dark_adu
-        .as_ref()
-        .map(|d| d.as_slice().expect("standard layout"));
-    let cols = raw.ncols().max(1);
-    o.radiance
-        .par_chunks_mut(cols)
-        .zip(o.var_poisson.par_chunks_mut(cols))
-        .zip(o.var_read.par_chunks_mut(cols))
-        .zip(o.saturated.par_chunks_mut(cols))
-        .zip(o.per_adu.par_chunks_mut(cols))
-        .enumerate()
-        .for_each(|(row, ((((l, vp), vr), sat), k_out))| {
-            let off = row * cols;
-            for i in 0..l.len() {
-                let j = off + i;
-                let s = raw_v[j] as f32;
-                let d = dark_v.map_or(0.0, |d| d[j]);
-                let k = base / flat_v[j];
-                let above_bias = s - bias_v[j];
-                l[i] = k * (above_bias - d);
-                vp[i] = k * k * above_bias.max(0.0) / gain;
-                vr[i] = k * k * read_var_adu2;
-                sat[i] = s >= saturation;
-                k_out[i] = k;
-            }
-        });
 }
 
 fn par_copy(dst: &mut [u8], src: &[u8]) {

@@ -140,6 +140,25 @@ pub fn validate(
 /// Convert raw counts to radiance with its variance. The caller has run [`validate`].
 pub fn correct(raw: &Array2<u16>, cal: &FrameCalibration, geom: &FrameGeometry) -> CorrectedFrame {
     let dim = raw.dim();
+    let mut out = CorrectedFrame {
+        radiance: Array2::zeros(dim),
+        var_poisson: Array2::zeros(dim),
+        var_read: Array2::zeros(dim),
+        saturated: Array2::from_elem(dim, false),
+        radiance_per_adu: Array2::zeros(dim),
+    };
+    correct_into(raw, cal, geom, &mut out);
+    out
+}
+
+/// [`correct`] into a frame whose arrays already have the raw frame's shape (a caller
+/// correcting frame after frame reuses one set of buffers).
+pub fn correct_into(
+    raw: &Array2<u16>,
+    cal: &FrameCalibration,
+    geom: &FrameGeometry,
+    out: &mut CorrectedFrame,
+) {
     let gain = cal.sensor.gain_e_per_adu as f32;
     let read_var_adu2 = (cal.sensor.read_noise_e as f32 / gain).powi(2)
         + cal.bias_var_adu2
@@ -151,12 +170,6 @@ pub fn correct(raw: &Array2<u16>, cal: &FrameCalibration, geom: &FrameGeometry) 
     let saturation = cal.sensor.saturation_adu as f32;
     let base = (cal.coefficient / (geom.exposure_s * (geom.binning as f64).powi(2))) as f32;
 
-    let n = raw.len();
-    let mut radiance = vec![0f32; n];
-    let mut var_poisson = vec![0f32; n];
-    let mut var_read = vec![0f32; n];
-    let mut saturated = vec![false; n];
-    let mut per_adu = vec![0f32; n];
     let raw_s = raw.as_standard_layout();
     let bias_s = cal.bias_adu.as_standard_layout();
     let flat_s = cal.flat.as_standard_layout();
@@ -167,7 +180,15 @@ pub fn correct(raw: &Array2<u16>, cal: &FrameCalibration, geom: &FrameGeometry) 
     let dark_v = dark_s
         .as_ref()
         .map(|d| d.as_slice().expect("standard layout"));
-    let cols = dim.1.max(1);
+    let cols = raw.dim().1.max(1);
+    let radiance = out.radiance.as_slice_mut().expect("standard layout");
+    let var_poisson = out.var_poisson.as_slice_mut().expect("standard layout");
+    let var_read = out.var_read.as_slice_mut().expect("standard layout");
+    let saturated = out.saturated.as_slice_mut().expect("standard layout");
+    let per_adu = out
+        .radiance_per_adu
+        .as_slice_mut()
+        .expect("standard layout");
     radiance
         .par_chunks_mut(cols)
         .zip(var_poisson.par_chunks_mut(cols))
@@ -190,19 +211,6 @@ pub fn correct(raw: &Array2<u16>, cal: &FrameCalibration, geom: &FrameGeometry) 
                 k_out[i] = k;
             }
         });
-    let shape = |v| Array2::from_shape_vec(dim, v).expect("same length as the frame");
-    let radiance = shape(radiance);
-    let var_poisson = shape(var_poisson);
-    let var_read = shape(var_read);
-    let per_adu = shape(per_adu);
-    let saturated = Array2::from_shape_vec(dim, saturated).expect("same length as the frame");
-    CorrectedFrame {
-        radiance,
-        var_poisson,
-        var_read,
-        saturated,
-        radiance_per_adu: per_adu,
-    }
 }
 
 /// How to replace a pixel that cannot be trusted.
