@@ -222,14 +222,8 @@ fn par_copy(dst: &mut [u8], src: &[u8]) {
 fn stages(c: &mut Criterion, f: &Frame, params: &ProcessingParams) {
     let (_, cols) = f.raw.dim();
     let pixel_cm = f.geom.pixel_size_cm(cols);
-    let settings = DetectionSettings {
-        smoothing_sigma_px: params.detection_smoothing_cm / pixel_cm,
-        threshold_sigma: params.detection_sigma,
-        min_area_px: ((params.min_area_cm2 / (pixel_cm * pixel_cm)).ceil() as usize).max(3),
-        deblend_contrast: params.deblend_contrast,
-        max_growth_px: (params.max_wing_growth_cm / pixel_cm).ceil() as usize,
-    };
-    let box_px = (params.background_box_cm / pixel_cm).round().max(4.0) as usize;
+    let settings = DetectionSettings::for_grid(params, pixel_cm);
+    let box_px = params.background_box_px(pixel_cm);
 
     let cosmic_settings = CosmicSettings::for_grid(
         params.cosmic_sigma,

@@ -20,6 +20,19 @@ pub struct DetectionSettings {
     pub max_growth_px: usize,
 }
 
+impl DetectionSettings {
+    /// The physical settings of `params` in pixels of a grid of `pixel_cm`.
+    pub fn for_grid(params: &super::ProcessingParams, pixel_cm: f64) -> DetectionSettings {
+        DetectionSettings {
+            smoothing_sigma_px: params.detection_smoothing_cm / pixel_cm,
+            threshold_sigma: params.detection_sigma,
+            min_area_px: ((params.min_area_cm2 / (pixel_cm * pixel_cm)).ceil() as usize).max(3),
+            deblend_contrast: params.deblend_contrast,
+            max_growth_px: (params.max_wing_growth_cm / pixel_cm).ceil() as usize,
+        }
+    }
+}
+
 /// Detected regions: `labels[r, c]` is 0 or the 1-based index of the region; `footprints`
 /// holds the pixels above threshold only (before wing growth), the same indexing.
 #[derive(Debug, Clone)]

@@ -114,6 +114,13 @@ pub struct ProcessingParams {
     pub max_wing_growth_cm: f64,
 }
 
+impl ProcessingParams {
+    /// Side of a background mesh cell in pixels of a grid of `pixel_cm` (at least 4).
+    pub fn background_box_px(&self, pixel_cm: f64) -> usize {
+        (self.background_box_cm / pixel_cm).round().max(4.0) as usize
+    }
+}
+
 impl Default for ProcessingParams {
     fn default() -> Self {
         ProcessingParams {

@@ -212,14 +212,8 @@ pub fn quantify(
         variance = &frame.var_poisson + &frame.var_read;
     }
 
-    let settings = DetectionSettings {
-        smoothing_sigma_px: params.detection_smoothing_cm / pixel_cm,
-        threshold_sigma: params.detection_sigma,
-        min_area_px: ((params.min_area_cm2 / (pixel_cm * pixel_cm)).ceil() as usize).max(3),
-        deblend_contrast: params.deblend_contrast,
-        max_growth_px: (params.max_wing_growth_cm / pixel_cm).ceil() as usize,
-    };
-    let box_px = (params.background_box_cm / pixel_cm).round().max(4.0) as usize;
+    let settings = DetectionSettings::for_grid(params, pixel_cm);
+    let box_px = params.background_box_px(pixel_cm);
 
     // Pass 1: background of everything, to find the sources.
     let first = BackgroundModel::fit(
