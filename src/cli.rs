@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::calibrate::{self as calib, CalibrateOptions};
 use crate::formats::calibration_set::CoefficientEntry;
 use crate::job;
-use crate::process::ProcessingParams;
+use crate::process::{Detector, ProcessingParams};
+use crate::segment::{self, TractSegmenter};
 use crate::simulate::{self, Instrument, SceneSpec};
 
 #[derive(Debug, Parser)]
@@ -42,6 +43,42 @@ pub enum Command {
     /// Commit synthetic records and deliver them over MQTT (chaos tests, demos).
     #[command(hide = true)]
     DeliverTest(crate::delivery::cli::DeliverTestArgs),
+    /// Write simulated frames for training or evaluating the segmentation model: model
+    /// input, per-tumour truth labels and a JSON of each frame's tumours.
+    #[command(hide = true)]
+    SimulateTraining(SimulateTrainingArgs),
+    /// Score the segmentation model, the classical detector and their union on a held-out
+    /// simulated set: completeness by SNR, false positives, flux error, IoU.
+    Eval(crate::eval::cli::EvalArgs),
+    /// Check the daemon's configuration file (`lumiq config check FILE`) or print the
+    /// effective settings (`lumiq config print FILE`).
+    Config(crate::config::cli::ConfigArgs),
+    /// Run the daemon: acquire, quantify, archive and deliver every acquisition; answer
+    /// `lumiq status` on the local socket.
+    Run(crate::daemon::cli::RunArgs),
+    /// Ask the running daemon for an acquisition; prints its id (exit 1 when refused).
+    Acquire(crate::daemon::cli::AcquireArgs),
+    /// The running daemon's state at a glance (exit 0 fine, 1 needs a person, 2 not running).
+    Status(crate::daemon::cli::StatusArgs),
+    /// The whole daemon with the simulated instrument and a broker; records arrive on stdout
+    /// as a LIMS receives them.
+    Demo(crate::daemon::cli::DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateTrainingArgs {
+    /// Output folder (frames/ and manifest.json are written inside).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Number of frames.
+    #[arg(long)]
+    pub frames: u64,
+    /// Seed of the set; frame i of (profile, seed) is always the same frame.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Parameter ranges: training, or held out (beyond training).
+    #[arg(long, value_enum, default_value = "train")]
+    pub profile: simulate::training::Profile,
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +95,32 @@ pub struct ProcessArgs {
     /// Print the record on one line instead of indented.
     #[arg(long)]
     pub compact: bool,
+    /// How tumours are found: the classical detector, the segmentation model, or both
+    /// (default: the winner of `lumiq eval` on the held-out set, see models/README.md).
+    #[arg(long, value_enum)]
+    pub detector: Option<DetectorChoice>,
+    /// Segmentation model file, checked against the manifest.toml beside it (default:
+    /// $LUMIQ_MODEL, then models/tumour-seg-v1.onnx).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+}
+
+/// `--detector` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DetectorChoice {
+    Classical,
+    Model,
+    Combined,
+}
+
+impl From<DetectorChoice> for Detector {
+    fn from(d: DetectorChoice) -> Detector {
+        match d {
+            DetectorChoice::Classical => Detector::Classical,
+            DetectorChoice::Model => Detector::Model,
+            DetectorChoice::Combined => Detector::Combined,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,6 +153,19 @@ pub struct SimulateArgs {
     /// Add a pair of touching tumours on the first mouse.
     #[arg(long)]
     pub touching: bool,
+    /// Lay the mice in touching pairs (first with second, third with fourth).
+    #[arg(long)]
+    pub touching_mice: bool,
+    /// Give every mouse a tail in the photograph.
+    #[arg(long)]
+    pub tails: bool,
+    /// Unevenness of the photograph's LED light (0 = the instrument's gentle falloff; 0.6 =
+    /// a far corner at about a third of the brightest spot, shaded bodies).
+    #[arg(long, default_value_t = 0.0, value_name = "U")]
+    pub uneven_light: f64,
+    /// Sources of light on the stage off every mouse (listed in truth.json).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub stray_sources: usize,
     #[arg(long)]
     pub no_cosmic_rays: bool,
     /// Draw a circular ROI around every tumour (lumiq folders; IVIS folders always get them).
@@ -136,10 +212,13 @@ pub struct CalibrateArgs {
 /// Run the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    // The daemon's commands set up logging from their settings.
+    if !matches!(cli.command, Command::Run(_) | Command::Demo(_)) {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .init();
+    }
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
@@ -158,13 +237,66 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Capture(a) => crate::acquire::cli::capture(a),
         Command::Replay(a) => crate::delivery::cli::replay(a),
         Command::DeliverTest(a) => crate::delivery::cli::deliver_test(a),
+        Command::SimulateTraining(a) => simulate_training(a),
+        Command::Config(a) => crate::config::cli::run(a),
+        Command::Eval(a) => crate::eval::cli::run(a),
+        Command::Run(a) => crate::daemon::cli::run(a),
+        Command::Demo(a) => crate::daemon::cli::demo(a),
+        Command::Acquire(a) => exit_with(crate::daemon::cli::acquire(a)?),
+        Command::Status(a) => exit_with(crate::daemon::cli::status(a)?),
     }
 }
 
+/// Commands whose exit code says more than success or failure (`lumiq status`).
+fn exit_with(code: i32) -> anyhow::Result<()> {
+    if code != 0 {
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+fn simulate_training(a: SimulateTrainingArgs) -> anyhow::Result<()> {
+    let m = simulate::training::write_training_set(&a.out, a.profile, a.seed, a.frames)?;
+    eprintln!(
+        "wrote {} {:?} frames (seed {}, {} tumours) to {}",
+        m.frames,
+        m.profile,
+        m.seed,
+        m.tumours,
+        a.out.display()
+    );
+    Ok(())
+}
+
 fn process(a: ProcessArgs) -> anyhow::Result<()> {
+    let detector = a
+        .detector
+        .map_or(segment::DEFAULT_DETECTOR, Detector::from);
+    // The model is loaded (and its hash checked) before the acquisition is read: a bad
+    // model fails fast, whatever the folder holds.
+    let model = if detector == Detector::Classical {
+        if let Some(p) = &a.model {
+            tracing::warn!(
+                "{}: --model is not used by the classical detector",
+                p.display()
+            );
+        }
+        None
+    } else {
+        let path = segment::resolve_model_path(a.model.as_deref())?;
+        Some(TractSegmenter::load(&path)?)
+    };
     let input = job::load(&a.path, a.calibration.as_deref())?;
-    let out = job::run(input, &ProcessingParams::default())
-        .with_context(|| a.path.display().to_string())?;
+    let params = ProcessingParams {
+        detector,
+        ..ProcessingParams::default()
+    };
+    let out = job::run_with_model(
+        input,
+        &params,
+        model.as_ref().map(|m| m as &dyn crate::process::SegmentationModel),
+    )
+    .with_context(|| a.path.display().to_string())?;
     if let Some(dir) = &a.out {
         job::write_outputs(dir, &out)?;
     }
@@ -194,6 +326,12 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
             "--flux {lo} {hi}: give the smallest then the largest total flux, both positive"
         );
     }
+    if !(0.0..=0.9).contains(&a.uneven_light) {
+        anyhow::bail!(
+            "--uneven-light {}: give a value from 0 (even light) to 0.9",
+            a.uneven_light
+        );
+    }
     let spec = SceneSpec {
         seed: a.seed,
         binning: a.binning,
@@ -201,6 +339,10 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         mice: a.mice,
         flux_range: (lo, hi),
         touching_pair: a.touching,
+        touching_mice: a.touching_mice,
+        tails: a.tails,
+        photo_unevenness: a.uneven_light,
+        stray_sources: a.stray_sources,
         cosmic_rays: !a.no_cosmic_rays,
         ..SceneSpec::default()
     };

@@ -14,8 +14,8 @@ use crate::acquisition::RawAcquisition;
 use crate::formats::{acquisition_folder, calibration_set::CalibrationSet, ivis, tiff_io};
 use crate::overlay::{self, OverlayInput, OverlayRegion};
 use crate::process::{
-    quantify, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, Quantification,
-    RegionSource,
+    quantify_with, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag,
+    Quantification, RegionSource, SegmentationModel,
 };
 use crate::record::{
     self, CalibrationInfo, CalibrationItemRecord, CoefficientRecord, MeasurementRecord,
@@ -143,20 +143,33 @@ pub struct JobOutput {
     pub input: LoadedInput,
 }
 
-/// Quantify a loaded acquisition and build its record.
+/// Quantify a loaded acquisition and build its record (`params.detector` must be the
+/// classical detector: see [`run_with_model`]).
 pub fn run(input: LoadedInput, params: &ProcessingParams) -> anyhow::Result<JobOutput> {
+    run_with_model(input, params, None)
+}
+
+/// Quantify a loaded acquisition with `model` finding the regions when `params.detector`
+/// asks for it (`segment::TractSegmenter`), and build its record. CPU-bound: on an async
+/// runtime, call it from a blocking thread.
+pub fn run_with_model(
+    input: LoadedInput,
+    params: &ProcessingParams,
+    model: Option<&dyn SegmentationModel>,
+) -> anyhow::Result<JobOutput> {
     let m = &input.acquisition.meta;
     let geom = FrameGeometry {
         exposure_s: m.exposure_s,
         binning: m.binning,
         fov_cm: m.fov_cm,
     };
-    let q = quantify(
+    let q = quantify_with(
         &input.acquisition.luminescent_adu,
         &input.calibration,
         &geom,
         &input.acquisition.imported_rois,
         params,
+        model,
     )
     .context("cannot quantify the luminescent frame")?;
     let record = record::build(

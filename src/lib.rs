@@ -7,6 +7,9 @@
 //! - [`formats`]: TIFF frames, lumiq acquisition folders, IVIS click folders and
 //!   calibration sets: reading, writing, and clear errors for bad input.
 //! - [`record`]: the standardized measurement record (`lumiq.measurement`) and its schema.
+//! - [`eval`]: `lumiq eval`, the model against the classical detector on a held-out set.
+//! - [`segment`]: the tumour-segmentation model (ONNX, tract): sha256-checked loading,
+//!   plans per input size, padding and tiling, the probability map on the working grid.
 //! - [`simulate`]: a physically honest simulated instrument with ground truth.
 //! - [`overlay`]: the overlay picture a biologist looks at.
 //! - [`calibrate`]: building calibration masters from raw frames.
@@ -18,7 +21,12 @@
 //!   heated stage), its driver and its simulator behind a pseudo-terminal.
 //! - [`acquire`]: acquisition sequences (cooling lock, photograph, auto-exposed
 //!   luminescent frame, dark, kinetics) that write lumiq acquisition folders.
+//! - [`daemon`]: `lumiq run` — acquire → process → commit stages, the archive, the status
+//!   socket, sd_notify, `lumiq status`, `lumiq acquire` and `lumiq demo`.
 //! - [`cli`]: the `lumiq` command line (the binary only parses flags and calls it).
+//! - [`config`]: the daemon's settings (TOML file plus `LUMIQ_<SECTION>__<KEY>` overrides)
+//!   and their checks at start.
+//! - [`logging`]: the daemon's log output (terminal text, JSON lines, journald).
 #![forbid(unsafe_code)]
 
 pub mod acquire;
@@ -26,11 +34,16 @@ pub mod acquisition;
 pub mod calibrate;
 pub mod camera;
 pub mod cli;
+pub mod config;
 pub mod controller;
+pub mod daemon;
 pub mod delivery;
+pub mod eval;
 pub mod formats;
 pub mod job;
+pub mod logging;
 pub mod overlay;
 pub mod process;
 pub mod record;
+pub mod segment;
 pub mod simulate;

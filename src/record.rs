@@ -1,6 +1,9 @@
 //! The measurement record: one standardized JSON object per acquisition, what `lumiq
 //! process` prints and what the daemon will publish. Its JSON Schema is
-//! `schemas/measurement.schema.json`; bump [`SCHEMA_VERSION`] with any change to it.
+//! `schemas/measurement.schema.json`; bump [`SCHEMA_VERSION`] with any change to it (the
+//! schema's `$id`, `const` and the envelope's `$ref` follow). Version 2 added the
+//! segmentation model's identity, the mice found in the photograph (`subjects`) and each
+//! region's `subject_index`, `subject_id` and `flags`.
 //!
 //! Owns: the record's shape and units (UCUM codes) and building it from a
 //! [`Quantification`]. Pure: the id and the processing time are passed in by the caller.
@@ -10,13 +13,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::acquisition::{RawAcquisition, SourceFormat};
+use crate::process::subjects::{self, IdStatus, SubjectAssignment};
 use crate::process::{
     ProcessingParams, QualityFlag, Quantification, RegionMeasurement, RegionSource,
     UncertaintyComponents,
 };
 
 pub const SCHEMA: &str = "lumiq.measurement";
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// UCUM codes of the record's units.
 pub mod units {
@@ -41,7 +45,50 @@ pub struct MeasurementRecord {
     pub calibration: CalibrationInfo,
     pub processing: ProcessingInfo,
     pub flags: Vec<QualityFlag>,
+    /// The mice found in the photograph and how the metadata's subject ids were applied.
+    #[serde(default)]
+    pub subjects: SubjectsRecord,
     pub regions: Vec<RegionRecord>,
+}
+
+/// The mice of one acquisition, left to right, and the rule that named them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubjectsRecord {
+    /// `applied` (as many mice as ids: named left to right), `no_ids`, `count_mismatch`
+    /// (none applied) or `no_photograph` (mice not located).
+    pub id_status: IdStatus,
+    /// Mice found in the photograph.
+    pub count: usize,
+    /// Subject ids the metadata gave.
+    pub ids_in_metadata: usize,
+    pub mice: Vec<SubjectRecord>,
+}
+
+impl Default for SubjectsRecord {
+    fn default() -> Self {
+        SubjectsRecord {
+            id_status: IdStatus::NoPhotograph,
+            count: 0,
+            ids_in_metadata: 0,
+            mice: Vec::new(),
+        }
+    }
+}
+
+/// One mouse found in the photograph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubjectRecord {
+    /// 0-based, left to right.
+    pub subject_index: usize,
+    /// The metadata's id for it; null unless the ids were applied.
+    pub subject_id: Option<String>,
+    /// Centroid of the mouse's outline, cm from the image's top-left corner.
+    pub centroid_cm: [f64; 2],
+    /// Bounding box `[x_min, y_min, x_max, y_max]`, cm from the top-left corner.
+    pub bbox_cm: [f64; 4],
+    /// The same box in the luminescent image's pixel grid (pixel edges at integers).
+    pub bbox_px: [f64; 4],
+    pub area: PlainValue,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,8 +148,12 @@ pub struct CoefficientRecord {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessingInfo {
-    /// Which detector found the regions ("classical").
+    /// Which detector found the regions: "classical", "model" or "combined".
     pub detector: String,
+    /// The segmentation model behind the regions (name, sha256, opset, threshold); absent
+    /// for the classical detector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<crate::process::ModelIdentity>,
     pub params: ProcessingParams,
     pub bad_pixels_replaced: usize,
     pub cosmic_ray_pixels_replaced: usize,
@@ -141,6 +192,16 @@ pub struct RegionRecord {
     pub max_radiance: PlainValue,
     pub snr: f64,
     pub saturated: bool,
+    /// Index (0-based, left to right) of the mouse the region's centroid lies on; null when
+    /// it lies off every mouse or the mice were not located.
+    #[serde(default)]
+    pub subject_index: Option<usize>,
+    /// That mouse's id from the metadata; null unless the ids were applied unambiguously.
+    #[serde(default)]
+    pub subject_id: Option<String>,
+    /// Conditions of this region (`region_outside_subjects`).
+    #[serde(default)]
+    pub flags: Vec<QualityFlag>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -174,6 +235,52 @@ fn region_record(i: usize, r: &RegionMeasurement) -> RegionRecord {
         },
         snr: r.snr,
         saturated: r.saturated,
+        subject_index: None,
+        subject_id: None,
+        flags: Vec::new(),
+    }
+}
+
+/// Find the mice in the acquisition's photograph (if any) and place every region on one.
+pub fn subject_assignment(
+    acq: &RawAcquisition,
+    q: &Quantification,
+    params: &ProcessingParams,
+) -> SubjectAssignment {
+    let map = acq.photograph_adu.as_ref().map(|photo| {
+        subjects::locate_subjects(&photo.mapv(f32::from), acq.meta.fov_cm, &params.subjects)
+    });
+    let centroids: Vec<[f64; 2]> = q.regions.iter().map(|r| r.centroid_cm).collect();
+    subjects::assign_subjects(
+        map.as_ref(),
+        &acq.meta.subject_ids,
+        &centroids,
+        &params.subjects,
+    )
+}
+
+/// The record's view of a subject assignment; `pixel_size_cm` is the luminescent grid's.
+pub fn subjects_record(a: &SubjectAssignment, pixel_size_cm: f64) -> SubjectsRecord {
+    SubjectsRecord {
+        id_status: a.status,
+        count: a.subjects.len(),
+        ids_in_metadata: a.ids_in_metadata,
+        mice: a
+            .subjects
+            .iter()
+            .zip(&a.subject_ids)
+            .map(|(s, id)| SubjectRecord {
+                subject_index: s.index,
+                subject_id: id.clone(),
+                centroid_cm: s.centroid_cm,
+                bbox_cm: s.bbox_cm,
+                bbox_px: s.bbox_cm.map(|v| v / pixel_size_cm),
+                area: PlainValue {
+                    value: s.area_cm2,
+                    unit: units::AREA.into(),
+                },
+            })
+            .collect(),
     }
 }
 
@@ -197,8 +304,28 @@ pub fn build(acq: &RawAcquisition, q: &Quantification, ctx: RecordContext) -> Me
         .cloned()
         .chain(ctx.input_flags.iter().cloned())
         .collect();
+    let assignment = subject_assignment(acq, q, ctx.params);
+    if assignment.any_outside() {
+        flags.push(QualityFlag::RegionOutsideSubjects);
+    }
+    if assignment.count_mismatch() {
+        flags.push(QualityFlag::SubjectCountMismatch);
+    }
     flags.sort();
     flags.dedup();
+    let mut regions: Vec<RegionRecord> = q
+        .regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| region_record(i, r))
+        .collect();
+    for (region, placed) in regions.iter_mut().zip(&assignment.regions) {
+        region.subject_index = placed.index;
+        region.subject_id = placed.id.clone();
+        if placed.outside {
+            region.flags.push(QualityFlag::RegionOutsideSubjects);
+        }
+    }
     MeasurementRecord {
         schema: SCHEMA.into(),
         schema_version: SCHEMA_VERSION,
@@ -233,7 +360,8 @@ pub fn build(acq: &RawAcquisition, q: &Quantification, ctx: RecordContext) -> Me
         },
         calibration: ctx.calibration,
         processing: ProcessingInfo {
-            detector: "classical".into(),
+            detector: q.detector.as_str().into(),
+            model: q.model.clone(),
             params: ctx.params.clone(),
             bad_pixels_replaced: q.counts.bad_pixels_replaced,
             cosmic_ray_pixels_replaced: q.counts.cosmic_ray_pixels_replaced,
@@ -242,11 +370,7 @@ pub fn build(acq: &RawAcquisition, q: &Quantification, ctx: RecordContext) -> Me
             candidates_rejected: q.counts.candidates_rejected,
         },
         flags,
-        regions: q
-            .regions
-            .iter()
-            .enumerate()
-            .map(|(i, r)| region_record(i, r))
-            .collect(),
+        subjects: subjects_record(&assignment, q.pixel_size_cm),
+        regions,
     }
 }

@@ -110,6 +110,9 @@ pub struct PublisherConfig {
     /// Events waiting for the link, in memory (events are not kept in the outbox); when
     /// full the oldest is dropped and `events_dropped` counts it.
     pub event_queue: usize,
+    /// Subscribe this topic (QoS 1) after every connection and hand what arrives on it to
+    /// [`PublisherHandle::take_commands`] (the LIMS's command topic); `None`: no subscription.
+    pub command_topic: Option<String>,
 }
 
 impl PublisherConfig {
@@ -125,6 +128,7 @@ impl PublisherConfig {
             refused_retry: Duration::from_secs(60),
             max_packet_bytes: 4 << 20,
             event_queue: 256,
+            command_topic: None,
         }
     }
 }
@@ -137,6 +141,9 @@ pub struct ShutdownReport {
     /// Records still unacknowledged in the outbox (they go out at the next start).
     pub unacked_left: u64,
 }
+
+/// Commands waiting for the daemon; a full queue drops the newest and logs it.
+const COMMAND_QUEUE: usize = 16;
 
 enum Cmd {
     Event(NewEvent),
@@ -238,6 +245,7 @@ impl Publisher {
             latencies_ms: VecDeque::with_capacity(LATENCY_SAMPLES),
         }));
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let driver = Driver {
             outbox: outbox.clone(),
             client,
@@ -257,6 +265,7 @@ impl Publisher {
             stopping: None,
             last_prune: None,
             outbox_refusal: None,
+            commands: cfg.command_topic.is_some().then_some(commands_tx),
             cfg: cfg.clone(),
         };
         let task = tokio::spawn(run(driver, eventloop, cmd_rx));
@@ -266,6 +275,7 @@ impl Publisher {
             cmd_tx,
             task,
             boot_id,
+            commands: cfg.command_topic.is_some().then_some(commands_rx),
             cfg,
         })
     }
@@ -278,6 +288,7 @@ pub struct PublisherHandle {
     cmd_tx: mpsc::Sender<Cmd>,
     task: tokio::task::JoinHandle<()>,
     boot_id: Uuid,
+    commands: Option<mpsc::Receiver<Vec<u8>>>,
     cfg: PublisherConfig,
 }
 
@@ -293,6 +304,11 @@ impl PublisherHandle {
 
     pub fn boot_id(&self) -> Uuid {
         self.boot_id
+    }
+
+    /// The payloads arriving on `command_topic` (once; `None` without a command topic).
+    pub fn take_commands(&mut self) -> Option<mpsc::Receiver<Vec<u8>>> {
+        self.commands.take()
     }
 
     /// A snapshot for `lumiq status`.
@@ -422,6 +438,8 @@ struct Driver {
     stopping: Option<Stopping>,
     last_prune: Option<Instant>,
     outbox_refusal: Option<String>,
+    /// Where payloads of `cfg.command_topic` go.
+    commands: Option<mpsc::Sender<Vec<u8>>>,
 }
 
 enum Step {
@@ -664,6 +682,7 @@ impl Driver {
         match ev {
             Event::Incoming(Packet::ConnAck(_)) => self.link_up(),
             Event::Incoming(Packet::PubAck(ack)) => self.on_puback(ack),
+            Event::Incoming(Packet::Publish(p)) => self.on_command(&p.topic, &p.payload),
             Event::Incoming(Packet::Disconnect(d)) => {
                 let why = d
                     .properties
@@ -702,6 +721,12 @@ impl Driver {
         self.set_link(LinkState::Connected);
         tracing::info!("connected to {}", self.cfg.broker.url());
         self.cursor = 0;
+        if let Some(topic) = self.cfg.command_topic.clone() {
+            // Clean start: the subscription is made again on every connection.
+            if let Err(e) = self.client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                tracing::warn!("cannot subscribe {topic}: {e}");
+            }
+        }
         let online = self.status_payload(StatusState::Online, StatusReason::Connected);
         let topic = self.cfg.topics.status();
         self.submit(Tag::Status(StatusState::Online), &topic, true, &online);
@@ -713,6 +738,19 @@ impl Driver {
             }
         }
         self.fill();
+    }
+
+    /// A message on the command topic: handed to the daemon as it came.
+    fn on_command(&mut self, topic: &[u8], payload: &[u8]) {
+        let Some(tx) = &self.commands else { return };
+        if self.cfg.command_topic.as_deref().map(str::as_bytes) != Some(topic) {
+            return;
+        }
+        if tx.try_send(payload.to_vec()).is_err() {
+            tracing::warn!(
+                "command dropped: {COMMAND_QUEUE} commands are already waiting for the daemon"
+            );
+        }
     }
 
     /// The connection is gone (error, ack timeout): forget what was on it; everything

@@ -8,11 +8,12 @@ use chrono::{Duration, Utc};
 use uuid::Uuid;
 
 use crate::acquisition::SourceFormat;
+use crate::process::subjects::IdStatus;
 use crate::process::{ProcessingParams, QualityFlag, RegionSource, UncertaintyComponents};
 use crate::record::{
     units, AcquisitionInfo, CalibrationInfo, CalibrationItemRecord, CoefficientRecord,
-    MeasuredValue, MeasurementRecord, PlainValue, ProcessingInfo, RegionRecord, Software, SCHEMA,
-    SCHEMA_VERSION,
+    MeasuredValue, MeasurementRecord, PlainValue, ProcessingInfo, RegionRecord, Software,
+    SubjectRecord, SubjectsRecord, SCHEMA, SCHEMA_VERSION,
 };
 
 use super::wire::rfc3339;
@@ -59,6 +60,9 @@ pub fn record(instrument_id: &str, n: u64) -> MeasurementRecord {
                 },
                 snr: 120.0,
                 saturated: false,
+                subject_index: Some(i as usize),
+                subject_id: Some(format!("M{n}-{}", i + 1)),
+                flags: Vec::new(),
             }
         })
         .collect();
@@ -114,6 +118,7 @@ pub fn record(instrument_id: &str, n: u64) -> MeasurementRecord {
         },
         processing: ProcessingInfo {
             detector: "classical".into(),
+            model: None,
             params: ProcessingParams::default(),
             bad_pixels_replaced: 3,
             cosmic_ray_pixels_replaced: 12,
@@ -122,6 +127,27 @@ pub fn record(instrument_id: &str, n: u64) -> MeasurementRecord {
             candidates_rejected: 0,
         },
         flags: vec![QualityFlag::CosmicRaysRemoved],
+        subjects: SubjectsRecord {
+            id_status: IdStatus::Applied,
+            count: 5,
+            ids_in_metadata: 5,
+            mice: (0..5usize)
+                .map(|i| {
+                    let x = 1.5 + 4.0 * i as f64;
+                    SubjectRecord {
+                        subject_index: i,
+                        subject_id: Some(format!("M{n}-{}", i + 1)),
+                        centroid_cm: [x + 1.5, 11.2],
+                        bbox_cm: [x, 6.7, x + 3.0, 15.7],
+                        bbox_px: [x / 0.0875, 6.7 / 0.0875, (x + 3.0) / 0.0875, 15.7 / 0.0875],
+                        area: PlainValue {
+                            value: 21.2,
+                            unit: units::AREA.into(),
+                        },
+                    }
+                })
+                .collect(),
+        },
         regions,
     }
 }

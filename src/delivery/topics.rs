@@ -71,6 +71,10 @@ impl Topics {
     pub fn event(&self) -> String {
         format!("{}/event", self.base)
     }
+    /// Where the LIMS sends acquisition requests (the daemon subscribes when configured).
+    pub fn command(&self) -> String {
+        format!("{}/command", self.base)
+    }
 }
 
 #[cfg(test)]

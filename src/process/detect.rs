@@ -77,7 +77,19 @@ pub fn source_mask(
 pub fn detect(net: &Array2<f32>, variance: &Array2<f32>, set: &DetectionSettings) -> Detections {
     let (_, snr) = smoothed_snr(net, variance, set.smoothing_sigma_px);
     let above = snr.mapv(|s| s > set.threshold_sigma as f32);
-    let (components, n) = label_components(&above);
+    regions_from_mask(&above, net, variance, set)
+}
+
+/// Regions from a mask of candidate pixels (the classical threshold's, a segmentation
+/// model's, or their union): connected components of at least `min_area_px`, deblended by
+/// prominence and grown into the wings exactly as [`detect`] does.
+pub fn regions_from_mask(
+    above: &Array2<bool>,
+    net: &Array2<f32>,
+    variance: &Array2<f32>,
+    set: &DetectionSettings,
+) -> Detections {
+    let (components, n) = label_components(above);
     // Deblending works on a lightly smoothed image so that the dip between touching
     // tumours survives; its significance is judged on that image's own noise.
     let (fine, fine_snr) = smoothed_snr(net, variance, (0.5 * set.smoothing_sigma_px).max(0.5));

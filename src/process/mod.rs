@@ -20,12 +20,14 @@ pub mod filters;
 pub mod photometry;
 pub mod pipeline;
 pub mod roi;
+pub mod segment_input;
 pub mod stats;
+pub mod subjects;
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-pub use pipeline::{quantify, Quantification};
+pub use pipeline::{quantify, quantify_with, ModelIdentity, Quantification, SegmentationModel};
 
 /// Facts about the sensor that the noise model needs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -112,6 +114,37 @@ pub struct ProcessingParams {
     pub min_source_sigma_cm: f64,
     /// Maximum growth of a detection footprint to collect a tumour's faint wings, cm.
     pub max_wing_growth_cm: f64,
+    /// Finding the mice in the photograph and placing regions on them.
+    pub subjects: subjects::SubjectSettings,
+    /// Which pixels become candidate regions: the classical threshold, a segmentation
+    /// model's mask, or both. The core's default is the classical detector (it needs no
+    /// model); `lumiq process` and the daemon default to `segment::DEFAULT_DETECTOR`.
+    pub detector: Detector,
+}
+
+/// How candidate regions are found. Every method then deblends, grows and measures them
+/// with the same functions and the same `min_region_snr` cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    /// Matched filter and a `detection_sigma` threshold on the working grid.
+    #[default]
+    Classical,
+    /// A segmentation model's probability above its decision threshold.
+    Model,
+    /// The union of both masks.
+    Combined,
+}
+
+impl Detector {
+    /// The name used on the command line and in the record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detector::Classical => "classical",
+            Detector::Model => "model",
+            Detector::Combined => "combined",
+        }
+    }
 }
 
 impl ProcessingParams {
@@ -135,6 +168,8 @@ impl Default for ProcessingParams {
             cosmic_sharpness: 0.7,
             min_source_sigma_cm: 0.07,
             max_wing_growth_cm: 1.2,
+            subjects: subjects::SubjectSettings::default(),
+            detector: Detector::Classical,
         }
     }
 }
@@ -161,6 +196,12 @@ pub enum QualityFlag {
     BackgroundCellsInterpolated,
     /// No region was detected.
     NoDetections,
+    /// At least one region lies off every mouse found in the photograph (its
+    /// `subject_index` is null).
+    RegionOutsideSubjects,
+    /// The number of mice found in the photograph differs from the number of subject ids
+    /// in the metadata: no id was applied to any region.
+    SubjectCountMismatch,
 }
 
 /// A value with its one-sigma uncertainty and the parts that make it up.

@@ -5,19 +5,21 @@
 //!
 //! Owns: the order of the steps and the flags they raise. Pure: arrays in, values out.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
-use ndarray::{Array2, Zip};
+use ndarray::{Array2, ArrayView2, Zip};
 
 use super::background::BackgroundModel;
 use super::correct::{correct, repair_list, repair_pixels, validate, CorrectionError, Repair};
 use super::cosmic::{find_hits, CosmicSettings};
-use super::detect::{detect, DetectionSettings};
+use super::detect::{detect, regions_from_mask, source_mask as source_mask_of, DetectionSettings};
 use super::filters::{block_mean, dilate, expand_blocks};
 use super::photometry::{measure, PhotometryInputs};
 use super::roi::Roi;
+use super::segment_input::model_input;
 use super::{
-    FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, RegionMeasurement, RegionSource,
+    Detector, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, RegionMeasurement, RegionSource,
 };
 
 /// Rounds of cosmic-ray search and repair (after the first, only around earlier hits: a
@@ -31,9 +33,47 @@ const WORK_SMOOTHING_PX: f64 = 1.4;
 
 /// The block size (a power of two) that brings the matched filter near
 /// `WORK_SMOOTHING_PX`.
-fn working_block(smoothing_sigma_px: f64) -> usize {
+pub fn working_block(smoothing_sigma_px: f64) -> usize {
     let ratio = (smoothing_sigma_px / WORK_SMOOTHING_PX).max(1.0);
     1usize << (ratio.log2().round() as u32).min(6)
+}
+
+/// The working grid of a frame: `net` and `variance` averaged in blocks of `block`, and the
+/// detection settings in its pixels.
+struct WorkingGrid<'a> {
+    net: Cow<'a, Array2<f32>>,
+    variance: Cow<'a, Array2<f32>>,
+    settings: DetectionSettings,
+    block: usize,
+}
+
+fn working_grid<'a>(
+    net: &'a Array2<f32>,
+    variance: &'a Array2<f32>,
+    settings: &DetectionSettings,
+) -> WorkingGrid<'a> {
+    let f = working_block(settings.smoothing_sigma_px);
+    if f == 1 {
+        return WorkingGrid {
+            net: Cow::Borrowed(net),
+            variance: Cow::Borrowed(variance),
+            settings: *settings,
+            block: 1,
+        };
+    }
+    let (work, work_var) = block_mean(net, variance, f);
+    let fs = f as f64;
+    WorkingGrid {
+        net: Cow::Owned(work),
+        variance: Cow::Owned(work_var),
+        settings: DetectionSettings {
+            smoothing_sigma_px: settings.smoothing_sigma_px / fs,
+            min_area_px: ((settings.min_area_px as f64 / (fs * fs)).ceil() as usize).max(3),
+            max_growth_px: (settings.max_growth_px as f64 / fs).ceil() as usize,
+            ..*settings
+        },
+        block: f,
+    }
 }
 
 /// Detect on the working grid: the apertures there and the block size.
@@ -42,35 +82,90 @@ fn detect_working(
     variance: &Array2<f32>,
     settings: &DetectionSettings,
 ) -> (Array2<u32>, usize, usize) {
-    let f = working_block(settings.smoothing_sigma_px);
-    if f == 1 {
-        let d = detect(net, variance, settings);
-        return (d.aperture, d.count, 1);
-    }
-    let (work, work_var) = block_mean(net, variance, f);
-    let fs = f as f64;
-    let scaled = DetectionSettings {
-        smoothing_sigma_px: settings.smoothing_sigma_px / fs,
-        min_area_px: ((settings.min_area_px as f64 / (fs * fs)).ceil() as usize).max(3),
-        max_growth_px: (settings.max_growth_px as f64 / fs).ceil() as usize,
-        ..*settings
-    };
-    let d = detect(&work, &work_var, &scaled);
-    (d.aperture, d.count, f)
+    let g = working_grid(net, variance, settings);
+    let d = detect(&g.net, &g.variance, &g.settings);
+    (d.aperture, d.count, g.block)
 }
 
-/// Detect on the working grid and return the apertures on the full grid.
-fn detect_on_working_grid(
+/// A segmentation model as the core sees it: the model input on the working grid in, the
+/// probability that each pixel of that grid belongs to a tumour out. Implementations do
+/// their own I/O-free inference (the tract runtime in `crate::segment`, a closure in tests).
+pub trait SegmentationModel: Sync {
+    /// Probability map, same shape as `input` (`segment_input::model_input`).
+    fn probability(&self, input: ArrayView2<f32>) -> Result<Array2<f32>, String>;
+    /// Which model this is, and its decision threshold.
+    fn identity(&self) -> &ModelIdentity;
+}
+
+/// What a record says about the model that found its regions.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelIdentity {
+    pub name: String,
+    /// Lowercase hex sha256 of the model file (checked against its manifest at load).
+    pub sha256: String,
+    /// ONNX opset the file was exported with.
+    pub opset: u32,
+    /// Pixels whose probability is at or above this are tumour.
+    pub threshold: f32,
+}
+
+/// What a detector found: the apertures on the full grid, their count, and the candidate
+/// mask on the working grid (before deblending and growth) with that grid's block size.
+struct Found {
+    apertures: Array2<u32>,
+    count: usize,
+    mask: Array2<bool>,
+    block: usize,
+}
+
+/// Candidate regions of `detector` on the working grid, deblended, grown, and returned on
+/// the full grid. The classical mask is the matched filter's `detection_sigma` threshold
+/// (what `detect` thresholds); the model's is its probability at or above its threshold.
+fn detect_with(
     net: &Array2<f32>,
     variance: &Array2<f32>,
     settings: &DetectionSettings,
-) -> (Array2<u32>, usize) {
-    let (labels, count, f) = detect_working(net, variance, settings);
-    if f == 1 {
-        return (labels, count);
-    }
-    let (rows, cols) = net.dim();
-    (expand_blocks(&labels, f, rows, cols), count)
+    detector: Detector,
+    model: Option<&dyn SegmentationModel>,
+) -> Result<Found, ProcessError> {
+    let g = working_grid(net, variance, settings);
+    let mask = match (detector, model) {
+        (Detector::Classical, _) => source_mask_of(&g.net, &g.variance, &g.settings),
+        (_, None) => return Err(ProcessError::NoModel(detector)),
+        (_, Some(model)) => {
+            let input = model_input(net, variance, g.block);
+            let probability = model
+                .probability(input.view())
+                .map_err(ProcessError::Segmentation)?;
+            if probability.dim() != g.net.dim() {
+                return Err(ProcessError::Segmentation(format!(
+                    "the model returned a {:?} map for a {:?} working grid",
+                    probability.dim(),
+                    g.net.dim()
+                )));
+            }
+            let threshold = model.identity().threshold;
+            let mut mask = probability.mapv(|p| p >= threshold);
+            if detector == Detector::Combined {
+                let classical = source_mask_of(&g.net, &g.variance, &g.settings);
+                Zip::from(&mut mask).and(&classical).for_each(|m, &c| *m |= c);
+            }
+            mask
+        }
+    };
+    let d = regions_from_mask(&mask, &g.net, &g.variance, &g.settings);
+    let apertures = if g.block == 1 {
+        d.aperture
+    } else {
+        let (rows, cols) = net.dim();
+        expand_blocks(&d.aperture, g.block, rows, cols)
+    };
+    Ok(Found {
+        apertures,
+        count: d.count,
+        mask,
+        block: g.block,
+    })
 }
 
 /// Pixels covered by a source's aperture plus `margin_px`, on the full grid.
@@ -111,6 +206,10 @@ fn pixels_within(
 pub enum ProcessError {
     #[error(transparent)]
     Correction(#[from] CorrectionError),
+    #[error("the {} detector needs a segmentation model and none was loaded; load one (lumiq process --model PATH, or $LUMIQ_MODEL) or choose --detector classical", .0.as_str())]
+    NoModel(Detector),
+    #[error("the segmentation model failed: {0}")]
+    Segmentation(String),
 }
 
 /// Counters of what the chain changed.
@@ -146,15 +245,37 @@ pub struct Quantification {
     pub flags: BTreeSet<QualityFlag>,
     pub counts: PipelineCounts,
     pub pixel_size_cm: f64,
+    /// The method that found the detected regions.
+    pub detector: Detector,
+    /// The detector's candidate pixels on the working grid (before deblending and growth);
+    /// `working_block` × `working_block` frame pixels each.
+    pub detection_mask: Array2<bool>,
+    pub working_block: usize,
+    /// The model behind them (`Model` and `Combined` detectors).
+    pub model: Option<ModelIdentity>,
 }
 
-/// Run the whole chain.
+/// Run the whole chain with the classical detector, or fail with
+/// [`ProcessError::NoModel`] when `params.detector` asks for a model: see [`quantify_with`].
 pub fn quantify(
     raw: &Array2<u16>,
     cal: &FrameCalibration,
     geom: &FrameGeometry,
     rois: &[Roi],
     params: &ProcessingParams,
+) -> Result<Quantification, ProcessError> {
+    quantify_with(raw, cal, geom, rois, params, None)
+}
+
+/// Run the whole chain; `segmenter` finds the candidate regions when `params.detector` is
+/// `Model` or `Combined` (the background is always fitted with the classical source mask).
+pub fn quantify_with(
+    raw: &Array2<u16>,
+    cal: &FrameCalibration,
+    geom: &FrameGeometry,
+    rois: &[Roi],
+    params: &ProcessingParams,
+    segmenter: Option<&dyn SegmentationModel>,
 ) -> Result<Quantification, ProcessError> {
     validate(raw.dim(), cal, geom)?;
     let (rows, cols) = raw.dim();
@@ -242,7 +363,8 @@ pub fn quantify(
     }
     let background = model.map();
     let net = &frame.radiance - &background;
-    let (apertures, detected_candidates) = detect_on_working_grid(&net, &variance, &settings);
+    let found = detect_with(&net, &variance, &settings, params.detector, segmenter)?;
+    let (apertures, detected_candidates) = (found.apertures, found.count);
 
     let inputs = PhotometryInputs {
         radiance: &frame.radiance,
@@ -313,5 +435,12 @@ pub fn quantify(
         flags,
         counts,
         pixel_size_cm: pixel_cm,
+        detector: params.detector,
+        detection_mask: found.mask,
+        working_block: found.block,
+        model: match params.detector {
+            Detector::Classical => None,
+            _ => segmenter.map(|m| m.identity().clone()),
+        },
     })
 }

@@ -13,6 +13,7 @@
 
 pub mod instrument;
 pub mod scene;
+pub mod training;
 pub mod write;
 
 pub use instrument::Instrument;

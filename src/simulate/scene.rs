@@ -35,6 +35,18 @@ pub struct SceneSpec {
     pub light_leak_radiance: f64,
     pub cosmic_rays: bool,
     pub photograph: bool,
+    /// Lay the mice in touching pairs (first with second, third with fourth), flanks in
+    /// contact or overlapping by up to 0.1 cm.
+    pub touching_mice: bool,
+    /// Give every mouse a tail in the photograph (see [`tail_of`]).
+    pub tails: bool,
+    /// Unevenness of the photograph's LED light: 0 is the instrument's gentle left-to-right
+    /// falloff alone; 0.6 dims the far corner to about a third of the brightest spot and
+    /// shades each body toward its flanks.
+    pub photo_unevenness: f64,
+    /// Sources on the stage off every mouse (spilt substrate, a glove print): rendered with
+    /// the tumours' light, listed by [`stray_sources`], on no mouse.
+    pub stray_sources: usize,
 }
 
 impl Default for SceneSpec {
@@ -55,6 +67,10 @@ impl Default for SceneSpec {
             light_leak_radiance: 1.0e3,
             cosmic_rays: true,
             photograph: true,
+            touching_mice: false,
+            tails: false,
+            photo_unevenness: 0.0,
+            stray_sources: 0,
         }
     }
 }
@@ -138,7 +154,8 @@ fn density(t: &TrueTumour, dx: f64, dy: f64) -> f64 {
 }
 
 /// Render a tumour's mean-pixel radiance into `out`, normalised so 4π Σ L̄·A = `flux`.
-fn render_tumour(t: &TrueTumour, flux: f64, pixel_cm: f64, out: &mut Array2<f32>) -> f64 {
+/// Returns the peak radiance added.
+pub fn render_tumour(t: &TrueTumour, flux: f64, pixel_cm: f64, out: &mut Array2<f32>) -> f64 {
     let (rows, cols) = out.dim();
     const SUB: usize = 4;
     let reach_cm = 5.0 * t.sigma_major_cm.max(t.sigma_minor_cm) * 1.6;
@@ -194,7 +211,7 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
 
     // Mice side by side, heads up, evenly spaced across the field.
     let spacing = spec.fov_cm / spec.mice.max(1) as f64;
-    let mice: Vec<TrueMouse> = (0..spec.mice)
+    let mut mice: Vec<TrueMouse> = (0..spec.mice)
         .map(|m| TrueMouse {
             subject_id: format!("M{:03}", 101 + m),
             centre_cm: [
@@ -205,6 +222,9 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
             half_length_cm: (0.3 * spec.fov_cm).min(4.5),
         })
         .collect();
+    if spec.touching_mice {
+        lay_in_touching_pairs(&mut mice, spec.seed);
+    }
 
     // Tumours on the mice, kept apart unless a touching pair is wanted.
     let mut tumours: Vec<TrueTumour> = Vec::new();
@@ -273,6 +293,14 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
         t.total_flux =
             4.0 * std::f64::consts::PI * own.iter().map(|&v| v as f64).sum::<f64>() * area;
         tumour_radiance += &own;
+    }
+    for stray in stray_sources(spec, &mice, n) {
+        render_tumour(
+            &stray.as_tumour(),
+            stray.total_flux,
+            pixel_cm,
+            &mut tumour_radiance,
+        );
     }
     let background_radiance = Array2::from_shape_fn((n, n), |(r, c)| {
         let x = (c as f64 + 0.5) * pixel_cm;
@@ -363,16 +391,32 @@ fn photograph(
 ) -> Array2<u16> {
     let n = inst.frame_px(binning);
     let pixel_cm = spec.fov_cm / n as f64;
+    let tails: Vec<Tail> = mice
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| tail_of(spec, i, m))
+        .collect();
     let signal = Array2::from_shape_fn((n, n), |(r, c)| {
         let x = (c as f64 + 0.5) * pixel_cm;
         let y = (r as f64 + 0.5) * pixel_cm;
-        let light = 0.75 + 0.25 * (1.0 - x / spec.fov_cm);
-        let on_mouse = mice.iter().any(|m| {
-            let u = (x - m.centre_cm[0]) / m.half_width_cm;
-            let v = (y - m.centre_cm[1]) / m.half_length_cm;
-            u * u + v * v <= 1.0
-        });
-        let reflectance = if on_mouse { 0.8 } else { 0.12 };
+        let light = (0.75 + 0.25 * (1.0 - x / spec.fov_cm))
+            * uneven_light(spec.photo_unevenness, x / spec.fov_cm, y / spec.fov_cm);
+        // Radial position on the nearest body (0 at its centre, 1 at its outline).
+        let body = mice
+            .iter()
+            .map(|m| {
+                ((x - m.centre_cm[0]) / m.half_width_cm).powi(2)
+                    + ((y - m.centre_cm[1]) / m.half_length_cm).powi(2)
+            })
+            .fold(f64::INFINITY, f64::min);
+        let reflectance = if body <= 1.0 {
+            // Rounded backs catch less light toward the flanks.
+            0.8 * (1.0 - 0.5 * spec.photo_unevenness * body)
+        } else if tails.iter().any(|t| t.covers(x, y)) {
+            0.55
+        } else {
+            0.12
+        };
         (30_000.0 * light * reflectance) as f32
     });
     let readout = ReadoutSpec {
@@ -382,6 +426,167 @@ fn photograph(
         cosmic_rays: false,
     };
     inst.read_out(&readout, Some(&signal), rng)
+}
+
+/// A separate random stream for the scene's optional features (touching mice, tails,
+/// strays), so turning them on leaves every other draw of a seed unchanged.
+fn feature_rng(seed: u64, feature: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ feature)
+}
+
+/// Brightness of the LED light relative to its brightest spot (x, y as fractions of the
+/// field): a spot near the top left, falling off quadratically by `unevenness` at unit
+/// distance from it. Exactly 1 when `unevenness` is 0.
+fn uneven_light(unevenness: f64, x: f64, y: f64) -> f64 {
+    let rho2 = (x - 0.3).powi(2) + (y - 0.3).powi(2);
+    1.0 - unevenness * rho2
+}
+
+/// Move the mice of each pair (first and second, third and fourth) together about their
+/// midpoint until their flanks touch or overlap by up to 0.1 cm.
+fn lay_in_touching_pairs(mice: &mut [TrueMouse], seed: u64) {
+    let mut rng = feature_rng(seed, 1);
+    for pair in mice.chunks_exact_mut(2).take(2) {
+        let overlap_cm = rng.random_range(0.0..=0.1);
+        let distance = pair[0].half_width_cm + pair[1].half_width_cm - overlap_cm;
+        let mid = 0.5 * (pair[0].centre_cm[0] + pair[1].centre_cm[0]);
+        pair[0].centre_cm[0] = mid - 0.5 * distance;
+        pair[1].centre_cm[0] = mid + 0.5 * distance;
+    }
+}
+
+/// A mouse's tail as the photograph shows it: from the middle of the rear end downward,
+/// curving to one side, tapering from `base_width_cm` to 40 % of it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tail {
+    pub root_cm: [f64; 2],
+    pub length_cm: f64,
+    /// Sideways offset of the tip from the root, cm (negative: to the left).
+    pub sweep_cm: f64,
+    pub base_width_cm: f64,
+}
+
+impl Tail {
+    const SAMPLES: usize = 48;
+
+    /// Point and half-width at `t` ∈ [0, 1] down the tail (`length_cm` is its drop in y).
+    fn at(&self, t: f64) -> (f64, f64, f64) {
+        (
+            self.root_cm[0] + self.sweep_cm * t * t,
+            self.root_cm[1] + self.length_cm * t,
+            0.5 * self.base_width_cm * (1.0 - 0.6 * t),
+        )
+    }
+
+    /// Whether the point (cm) lies on the tail.
+    pub fn covers(&self, x: f64, y: f64) -> bool {
+        let reach = self.length_cm + self.base_width_cm;
+        if (y - self.root_cm[1]) < -self.base_width_cm
+            || (y - self.root_cm[1]) > reach
+            || (x - self.root_cm[0]).abs() > self.sweep_cm.abs() + self.base_width_cm
+        {
+            return false;
+        }
+        (0..=Self::SAMPLES).any(|i| {
+            let (tx, ty, half) = self.at(i as f64 / Self::SAMPLES as f64);
+            (x - tx).powi(2) + (y - ty).powi(2) <= half * half
+        })
+    }
+}
+
+/// The tail of mouse `index` when the scene has tails (drawn from the seed and the index).
+pub fn tail_of(spec: &SceneSpec, index: usize, mouse: &TrueMouse) -> Option<Tail> {
+    if !spec.tails {
+        return None;
+    }
+    let mut rng = feature_rng(spec.seed, 2 + 16 * index as u64);
+    let root_cm = [
+        mouse.centre_cm[0],
+        mouse.centre_cm[1] + 0.95 * mouse.half_length_cm,
+    ];
+    let room_cm = spec.fov_cm - 0.3 - root_cm[1];
+    let length_cm = rng.random_range(3.5..6.0f64).min(room_cm).max(0.0);
+    let side = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
+    Some(Tail {
+        root_cm,
+        length_cm,
+        sweep_cm: side * rng.random_range(0.5..2.5),
+        base_width_cm: rng.random_range(0.28..0.38),
+    })
+}
+
+/// A source of light on the stage, off every mouse and its tail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StraySource {
+    pub id: usize,
+    /// Centre in the luminescent pixel grid (first centre 0.5).
+    pub centre_px: [f64; 2],
+    /// Total flux, photons/s (Gaussian, well inside the frame: all of it is imaged).
+    pub total_flux: f64,
+    pub sigma_cm: f64,
+}
+
+impl StraySource {
+    /// The same light as a round Gaussian tumour (for rendering).
+    pub fn as_tumour(&self) -> TrueTumour {
+        TrueTumour {
+            id: 0,
+            mouse: 0,
+            centre_px: self.centre_px,
+            total_flux: self.total_flux,
+            peak_radiance: 0.0,
+            sigma_major_cm: self.sigma_cm,
+            sigma_minor_cm: self.sigma_cm,
+            angle_deg: 0.0,
+            shape: "gaussian".into(),
+        }
+    }
+}
+
+/// The scene's stray sources: at least 1 cm from every mouse and tail and 1.5 cm from the
+/// frame's edges, as bright as the upper half of the tumours' flux range. Fewer than asked
+/// when the stage has no room. `frame_px` is the luminescent frame's width.
+pub fn stray_sources(spec: &SceneSpec, mice: &[TrueMouse], frame_px: usize) -> Vec<StraySource> {
+    let pixel_cm = spec.fov_cm / frame_px.max(1) as f64;
+    let tails: Vec<Tail> = mice
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| tail_of(spec, i, m))
+        .collect();
+    let mut rng = feature_rng(spec.seed, 3);
+    let mut out: Vec<StraySource> = Vec::new();
+    let mut attempts = 0;
+    while out.len() < spec.stray_sources && attempts < 2000 {
+        attempts += 1;
+        let x = rng.random_range(1.5..(spec.fov_cm - 1.5).max(1.6));
+        let y = rng.random_range(1.5..(spec.fov_cm - 1.5).max(1.6));
+        let clear_of_mice = mice.iter().all(|m| {
+            ((x - m.centre_cm[0]) / (m.half_width_cm + 1.0)).powi(2)
+                + ((y - m.centre_cm[1]) / (m.half_length_cm + 1.0)).powi(2)
+                > 1.0
+        });
+        let clear_of_tails = tails.iter().all(|t| {
+            (0..=8).all(|i| {
+                let (tx, ty, _) = t.at(i as f64 / 8.0);
+                (x - tx).powi(2) + (y - ty).powi(2) > 1.0
+            })
+        });
+        let clear_of_others = out.iter().all(|o| {
+            (o.centre_px[0] * pixel_cm - x).powi(2) + (o.centre_px[1] * pixel_cm - y).powi(2) > 4.0
+        });
+        if !(clear_of_mice && clear_of_tails && clear_of_others) {
+            continue;
+        }
+        let (lo, hi) = spec.flux_range;
+        let flux = rng.random_range((lo * hi).sqrt().ln()..=hi.ln()).exp();
+        out.push(StraySource {
+            id: out.len() + 1,
+            centre_px: [x / pixel_cm, y / pixel_cm],
+            total_flux: flux,
+            sigma_cm: rng.random_range(0.15..0.25),
+        });
+    }
+    out
 }
 
 #[cfg(test)]

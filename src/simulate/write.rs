@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::scene::{stray_sources, StraySource};
 use super::{Instrument, SimulatedAcquisition, Truth};
 use crate::acquisition::{RawAcquisition, SourceFormat};
 use crate::formats::acquisition_folder::{self, FrameKind};
@@ -33,6 +34,21 @@ struct TruthFile<'a> {
     #[serde(flatten)]
     truth: &'a Truth,
     rois: Vec<RoiTruth>,
+    /// The subject ids the folder's metadata carries, one per mouse, left to right.
+    subject_ids: Vec<String>,
+    /// The subject each tumour lies on: what `lumiq process` should assign its region.
+    tumour_subjects: Vec<TumourSubject>,
+    /// Sources on the stage off every mouse: their regions should be flagged.
+    stray_sources: Vec<StraySource>,
+}
+
+/// Which mouse one tumour lies on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TumourSubject {
+    pub tumour: usize,
+    /// Index of the mouse, left to right.
+    pub mouse: usize,
+    pub subject_id: String,
 }
 
 /// A circular ROI around every tumour, 3.5 sigma in radius, in the luminescent grid.
@@ -81,9 +97,31 @@ pub fn roi_truth(sim: &SimulatedAcquisition, rois: &[Roi]) -> Vec<RoiTruth> {
         .collect()
 }
 
-fn write_truth(dir: &Path, truth: &Truth, rois: Vec<RoiTruth>) -> Result<(), FormatError> {
+fn write_truth(
+    dir: &Path,
+    sim: &SimulatedAcquisition,
+    rois: Vec<RoiTruth>,
+    subject_ids: &[String],
+) -> Result<(), FormatError> {
     let path = dir.join(TRUTH_FILE);
-    let json = serde_json::to_string_pretty(&TruthFile { truth, rois }).expect("truth serialises");
+    let truth = &sim.truth;
+    let tumour_subjects = truth
+        .tumours
+        .iter()
+        .map(|t| TumourSubject {
+            tumour: t.id,
+            mouse: t.mouse,
+            subject_id: subject_ids.get(t.mouse).cloned().unwrap_or_default(),
+        })
+        .collect();
+    let file = TruthFile {
+        truth,
+        rois,
+        subject_ids: subject_ids.to_vec(),
+        tumour_subjects,
+        stray_sources: stray_sources(&truth.spec, &truth.mice, sim.luminescent_adu.dim().1),
+    };
+    let json = serde_json::to_string_pretty(&file).expect("truth serialises");
     std::fs::write(&path, json).map_err(|e| FormatError::io(&path, e))
 }
 
@@ -101,7 +139,7 @@ pub fn write_lumiq(
         source: SourceFormat::LumiqFolder,
     };
     acquisition_folder::write(dir, &raw, FrameKind::Luminescent)?;
-    write_truth(dir, &sim.truth, roi_truth(sim, &rois))
+    write_truth(dir, sim, roi_truth(sim, &rois), &sim.meta.subject_ids)
 }
 
 /// Write an IVIS click folder as Living Image would (raw luminescent counts, read bias and
@@ -163,5 +201,5 @@ pub fn write_ivis(
             camera_id: &inst.instrument_id,
         },
     )?;
-    write_truth(dir, &sim.truth, roi_truth(sim, &rois))
+    write_truth(dir, sim, roi_truth(sim, &rois), &animal_numbers)
 }

@@ -326,7 +326,7 @@ impl jsonschema::Retrieve for LocalSchemas {
         uri: &jsonschema::Uri<String>,
     ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
         match uri.as_str() {
-            "https://lumiq.invalid/schemas/measurement/1" => {
+            "https://lumiq.invalid/schemas/measurement/2" => {
                 Ok(schema_file("measurement.schema.json"))
             }
             other => Err(format!("unknown schema {other}").into()),

@@ -1,0 +1,131 @@
+//! The LIMS's command topic (`<prefix>/<site>/<instrument>/command`, when
+//! `broker.command_topic` is on): the study and subjects of the next acquisition, and
+//! optionally "acquire now".
+//!
+//! Payload, one JSON object:
+//! `{"study_id":"S-12","subject_ids":["M1","M2"],"injection_time":"2026-11-27T09:50:00Z","acquire":false}`.
+//! Without `acquire` (or `false`) the ids wait for the next acquisition, whatever triggers
+//! it (the start button, typically); with `"acquire": true` an acquisition is triggered now.
+//! A command that cannot be used — not JSON, unknown fields, bad values, or a refused
+//! trigger — is published as a `command_rejected` event with the reason; it never stops the
+//! daemon.
+//!
+//! Owns: parsing and checking a command. The subscription itself is the publisher's
+//! (`PublisherConfig::command_topic`): one MQTT connection per instrument.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::socket::AcquireRequest;
+use super::Shared;
+use crate::delivery::wire::NewEvent;
+use crate::delivery::{EventKind, Severity};
+
+/// A command from the LIMS.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimsCommand {
+    #[serde(default)]
+    pub study_id: Option<String>,
+    #[serde(default)]
+    pub subject_ids: Vec<String>,
+    #[serde(default)]
+    pub injection_time: Option<DateTime<Utc>>,
+    /// Trigger an acquisition now (else the ids wait for the next one).
+    #[serde(default)]
+    pub acquire: bool,
+}
+
+/// Parse and check a payload; the error is the reason published in the event.
+pub fn parse(payload: &[u8]) -> Result<LimsCommand, String> {
+    let c: LimsCommand = serde_json::from_slice(payload).map_err(|e| {
+        format!(
+            "not a command ({e}); send {{\"study_id\":\"…\",\"subject_ids\":[\"…\"],\"acquire\":false}}"
+        )
+    })?;
+    if c.study_id.is_none() && c.subject_ids.is_empty() && !c.acquire {
+        return Err("the command names no study, no subjects and does not ask to acquire".into());
+    }
+    c.as_request().validate()?;
+    Ok(c)
+}
+
+impl LimsCommand {
+    pub fn as_request(&self) -> AcquireRequest {
+        AcquireRequest {
+            study_id: self.study_id.clone(),
+            subject_ids: self.subject_ids.clone(),
+            injection_time: self.injection_time,
+            kinetic: None,
+            interval_s: None,
+        }
+    }
+}
+
+fn rejected(reason: &str, payload: &[u8]) -> NewEvent {
+    let shown: String = String::from_utf8_lossy(payload).chars().take(200).collect();
+    NewEvent::new(
+        EventKind::Fault,
+        "command_rejected",
+        Severity::Warning,
+        format!("command rejected: {reason}"),
+    )
+    .detail("payload", shown)
+}
+
+/// Handle one payload from the command topic.
+pub fn handle(shared: &Shared, payload: &[u8]) {
+    let cmd = match parse(payload) {
+        Ok(c) => c,
+        Err(reason) => {
+            tracing::warn!("LIMS command rejected: {reason}");
+            shared.publish_event(rejected(&reason, payload));
+            return;
+        }
+    };
+    if cmd.acquire {
+        match shared.trigger(cmd.as_request(), "lims") {
+            Ok(id) => tracing::info!("LIMS command: acquisition {id} queued"),
+            Err(why) => {
+                tracing::warn!("LIMS command refused: {why}");
+                shared.publish_event(rejected(&why, payload));
+            }
+        }
+    } else {
+        tracing::info!(
+            "LIMS command: next acquisition for study {:?}, subjects {:?}",
+            cmd.study_id,
+            cmd.subject_ids
+        );
+        shared.lock().next_subjects = Some(cmd.as_request());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(payload: &str, expect: Result<(), &str>) {
+        match (parse(payload.as_bytes()), expect) {
+            (Ok(_), Ok(())) => {}
+            (Err(e), Err(needle)) => assert!(e.contains(needle), "{e:?} should mention {needle:?}"),
+            (got, want) => panic!("{payload}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn commands_are_checked() {
+        check(r#"{"study_id":"S1","subject_ids":["M1","M2"]}"#, Ok(()));
+        check(r#"{"acquire":true}"#, Ok(()));
+        check(
+            r#"{"study_id":"S1","injection_time":"2026-11-27T09:50:00Z","acquire":true}"#,
+            Ok(()),
+        );
+        check("not json", Err("not a command"));
+        check(r#"{"study":"S1"}"#, Err("unknown field"));
+        check(r#"{}"#, Err("names no study"));
+        check(r#"{"subject_ids":["a","b","c","d","e","f"]}"#, Err("at most 5"));
+        check(r#"{"subject_ids":[""]}"#, Err("empty id"));
+        check(r#"{"study_id":"S","injection_time":"yesterday"}"#, Err("not a command"));
+    }
+}

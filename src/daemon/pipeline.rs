@@ -1,0 +1,434 @@
+//! The daemon's three stages, each on its own thread, joined by bounded channels:
+//!
+//! ```text
+//! triggers ──requests (1)──▶ acquire ──captures (channels.captures)──▶ process
+//!                                                                         │
+//!            archive/<day>/<id> ◀── commit (outbox, fsync) ◀──records (channels.records)
+//! ```
+//!
+//! - **acquire** owns the [`Imager`] (blocking USB and serial I/O): runs the sequence a
+//!   request asks for, and between requests watches the controller (start button, door) and
+//!   the camera (temperature, cooling lock). A capture leaves as an immutable `Arc` value.
+//! - **process** stages the raw acquisition folder in the archive, quantifies it with
+//!   [`crate::job`] (rayon inside, never on the async runtime) and writes the outputs.
+//! - **commit** commits the record to the outbox (fsync), then finishes the archive folder.
+//!   An outbox that refuses (full) is retried until it accepts: a processed record is never
+//!   dropped; status shows the retries.
+//!
+//! Shutdown: the acquire stage sees `stopping`, abandons its sequence through the cancel
+//! token (nothing half-written: the capture was only in memory) and exits, closing the
+//! captures channel; process drains what is queued and exits, closing records; commit
+//! drains and exits.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::archive::Leftover;
+use super::socket::AcquireRequest;
+use super::status::{FluxValue, LastAcquisition};
+use super::Shared;
+use crate::acquire::{Capture, CaptureError, Imager, SequenceConfig};
+use crate::controller::Event;
+use crate::delivery::wire::NewEvent;
+use crate::delivery::{EventKind, OutboxError, Severity};
+use crate::process::ProcessingParams;
+use crate::record::MeasurementRecord;
+use crate::simulate::Truth;
+
+/// A trigger accepted for the acquire stage.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: Uuid,
+    pub request: AcquireRequest,
+    pub trigger: String,
+}
+
+/// One acquisition, captured: immutable from here on.
+#[derive(Debug)]
+pub struct CaptureItem {
+    pub id: Uuid,
+    pub trigger: String,
+    pub capture: Capture,
+    pub truth: Option<Truth>,
+}
+
+/// Work for the process stage.
+#[derive(Debug)]
+pub enum Work {
+    Capture(Arc<CaptureItem>),
+    /// A raw acquisition left in staging by a previous run.
+    Folder { id: String, staging: PathBuf },
+}
+
+/// Processed and written to staging, waiting for the outbox.
+#[derive(Debug)]
+pub struct Processed {
+    pub staging: PathBuf,
+    pub record: Box<MeasurementRecord>,
+    pub trigger: String,
+}
+
+/// How the acquire stage watches the instrument between acquisitions.
+const EVENT_POLL: Duration = Duration::from_millis(200);
+const DEVICE_POLL: Duration = Duration::from_secs(5);
+
+/// The acquire stage (its own thread). `extra` keeps the simulated devices alive.
+pub fn acquire_loop<K>(
+    shared: Arc<Shared>,
+    mut imager: Imager,
+    base: SequenceConfig,
+    mut jobs: mpsc::Receiver<Job>,
+    captures: mpsc::Sender<Work>,
+    truth_of: impl Fn(&Capture) -> Option<Truth>,
+    _keep: K,
+) {
+    let hb = &shared.heartbeats.acquire;
+    let mut next_device_poll = Instant::now();
+    if let Err(e) = imager.camera.set_cooling(base.cooling_setpoint_c) {
+        shared.set_camera_error(e.to_string());
+    }
+    loop {
+        hb.beat();
+        if shared.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        match jobs.try_recv() {
+            Ok(job) => {
+                hb.busy();
+                run_job(&shared, &mut imager, &base, job, &captures, &truth_of);
+                next_device_poll = Instant::now();
+                continue;
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        match imager.controller.poll_events() {
+            Ok(events) => {
+                for e in events {
+                    match e {
+                        Event::StartButton => {
+                            match shared.trigger(AcquireRequest::default(), "start_button") {
+                                Ok(id) => tracing::info!("start button: acquisition {id} queued"),
+                                Err(why) => tracing::warn!("start button refused: {why}"),
+                            }
+                        }
+                        Event::DoorOpened => shared.set_door(Some(true), None),
+                        Event::DoorClosed => shared.set_door(Some(false), None),
+                        Event::Reset { firmware } => {
+                            tracing::warn!("the imager's controller restarted (firmware {firmware})")
+                        }
+                    }
+                }
+            }
+            Err(e) => shared.set_controller_error(e.to_string()),
+        }
+        if Instant::now() >= next_device_poll {
+            hb.busy();
+            poll_devices(&shared, &mut imager);
+            next_device_poll = Instant::now() + DEVICE_POLL;
+            hb.beat();
+        }
+        std::thread::sleep(EVENT_POLL);
+    }
+    tracing::debug!("acquire stage stopped");
+}
+
+fn poll_devices(shared: &Shared, imager: &mut Imager) {
+    let temp = imager.camera.sensor_temp_c();
+    let locked = imager.camera.read("TemperatureLocked");
+    match (temp, locked) {
+        (Ok(t), Ok(l)) => {
+            let info = imager.camera.info().clone();
+            let mut s = shared.lock();
+            s.camera.connected = true;
+            s.camera.sensor_temp_c = Some(t);
+            s.camera.cooling_locked = Some(l == 1);
+            s.camera.model = Some(info.model);
+            s.camera.serial = Some(info.serial);
+            s.camera.checked_at = Some(crate::delivery::wire::rfc3339(Utc::now()));
+            s.camera.last_error = None;
+        }
+        (Err(e), _) | (_, Err(e)) => shared.set_camera_error(e.to_string()),
+    }
+    match imager.controller.door() {
+        Ok((open, locked)) => shared.set_door(Some(open), Some(locked)),
+        Err(e) => shared.set_controller_error(e.to_string()),
+    }
+}
+
+fn run_job(
+    shared: &Shared,
+    imager: &mut Imager,
+    base: &SequenceConfig,
+    job: Job,
+    captures: &mpsc::Sender<Work>,
+    truth_of: &dyn Fn(&Capture) -> Option<Truth>,
+) {
+    let mut cfg = base.clone();
+    let mut req = job.request.clone();
+    if req.study_id.is_none() && req.subject_ids.is_empty() {
+        if let Some(next) = shared.lock().next_subjects.take() {
+            req.study_id = next.study_id;
+            req.subject_ids = next.subject_ids;
+            req.injection_time = req.injection_time.or(next.injection_time);
+        }
+    }
+    if req.study_id.is_some() || !req.subject_ids.is_empty() {
+        cfg.subjects.study_id = req.study_id.clone();
+        cfg.subjects.subject_ids = req.subject_ids.clone();
+    }
+    if req.injection_time.is_some() {
+        cfg.subjects.injection_time = req.injection_time;
+    }
+    shared.lock().acquiring = Some(job.id.to_string());
+    tracing::info!("acquisition {} started ({})", job.id, job.trigger);
+    let result = match req.kinetic {
+        Some(n) => imager.kinetic(
+            &cfg,
+            n,
+            Duration::from_secs_f64(req.interval_s.unwrap_or(300.0)),
+        ),
+        None => imager.standard(&cfg).map(|c| vec![c]),
+    };
+    shared.lock().acquiring = None;
+    match result {
+        Ok(caps) => {
+            for (k, c) in caps.into_iter().enumerate() {
+                let id = if k == 0 { job.id } else { Uuid::now_v7() };
+                let truth = truth_of(&c);
+                let item = CaptureItem {
+                    id,
+                    trigger: job.trigger.clone(),
+                    capture: c,
+                    truth,
+                };
+                shared.captures_waiting.fetch_add(1, Ordering::SeqCst);
+                // Full: this stage waits (the trigger check keeps that rare).
+                if captures.blocking_send(Work::Capture(Arc::new(item))).is_err() {
+                    shared.captures_waiting.fetch_sub(1, Ordering::SeqCst);
+                    tracing::error!("acquisition {id}: the process stage is gone; abandoned");
+                }
+            }
+        }
+        Err(CaptureError::Cancelled) => {
+            tracing::warn!(
+                "acquisition {} abandoned: the daemon is stopping; nothing was written",
+                job.id
+            );
+            shared.finish_acquisition(LastAcquisition {
+                id: job.id.to_string(),
+                outcome: "abandoned".into(),
+                acquired_at: None,
+                finished_at: crate::delivery::wire::rfc3339(Utc::now()),
+                trigger: job.trigger,
+                seq: None,
+                regions: None,
+                brightest_net_flux: None,
+                error: Some("stopped during the acquisition".into()),
+            });
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            tracing::error!("acquisition {} failed: {msg}", job.id);
+            if matches!(e, CaptureError::Camera(_)) {
+                shared.set_camera_error(msg.clone());
+            }
+            shared.fail(&job.id.to_string(), &job.trigger, None, &msg);
+        }
+    }
+}
+
+/// The process stage (its own thread).
+pub fn process_loop(
+    shared: Arc<Shared>,
+    leftovers: Vec<Leftover>,
+    mut work: mpsc::Receiver<Work>,
+    records: mpsc::Sender<Processed>,
+) {
+    let hb = &shared.heartbeats.process;
+    for l in leftovers {
+        hb.busy();
+        match l {
+            Leftover::Raw { staging, id } => {
+                tracing::info!("processing acquisition {id}, left unprocessed by the last run");
+                process_one(&shared, Work::Folder { id, staging }, &records);
+            }
+            Leftover::Processed { staging, record } => {
+                let _ = records.blocking_send(Processed {
+                    staging,
+                    record,
+                    trigger: "recovered".into(),
+                });
+                shared.records_waiting.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    loop {
+        hb.idle();
+        let Some(w) = work.blocking_recv() else { break };
+        hb.busy();
+        if matches!(w, Work::Capture(_)) {
+            shared.captures_waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        shared.processing.store(true, Ordering::SeqCst);
+        process_one(&shared, w, &records);
+        shared.processing.store(false, Ordering::SeqCst);
+    }
+    hb.idle();
+    tracing::debug!("process stage stopped");
+}
+
+fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
+    let t0 = Instant::now();
+    let (id, trigger, staging, acquired_at) = match &w {
+        Work::Capture(item) => {
+            let id = item.id.to_string();
+            match shared
+                .archive
+                .stage_capture(&id, &item.capture, item.truth.as_ref())
+            {
+                Ok(p) => (
+                    id,
+                    item.trigger.clone(),
+                    p,
+                    Some(crate::delivery::wire::rfc3339(item.capture.meta.acquired_at)),
+                ),
+                Err(e) => {
+                    // The frames are only in memory and cannot be kept: say so loudly.
+                    let msg = format!("the raw frames could not be written: {e}");
+                    tracing::error!("acquisition {id}: {msg}");
+                    shared.fail(&id, &item.trigger, None, &msg);
+                    return;
+                }
+            }
+        }
+        Work::Folder { id, staging } => (id.clone(), "recovered".into(), staging.clone(), None),
+    };
+    let cal = shared.calibration_dir.clone();
+    let r = (|| -> anyhow::Result<Box<MeasurementRecord>> {
+        let input = crate::job::load(&staging, Some(&cal))?;
+        let mut out = crate::job::run(input, &ProcessingParams::default())?;
+        // The acquisition id is the record's id: processing the same frames again (after a
+        // crash) gives the same id, and the outbox and the LIMS deduplicate it.
+        out.record.measurement_id = Uuid::parse_str(&id)?;
+        crate::job::write_outputs(&staging, &out)?;
+        Ok(Box::new(out.record))
+    })();
+    match r {
+        Ok(record) => {
+            tracing::info!(
+                "acquisition {id} processed in {:.1} s: {} regions",
+                t0.elapsed().as_secs_f64(),
+                record.regions.len()
+            );
+            shared.records_waiting.fetch_add(1, Ordering::SeqCst);
+            if records
+                .blocking_send(Processed {
+                    staging,
+                    record,
+                    trigger,
+                })
+                .is_err()
+            {
+                shared.records_waiting.fetch_sub(1, Ordering::SeqCst);
+                tracing::error!("acquisition {id}: the commit stage is gone; it stays in staging for the next start");
+            }
+        }
+        Err(e) => {
+            let msg = format!("processing failed: {e:#}");
+            tracing::error!("acquisition {id}: {msg}");
+            let kept = match shared.archive.fail(&staging, &msg) {
+                Ok(p) => format!("; raw frames kept in {}", p.display()),
+                Err(e) => format!("; the raw frames could not be kept: {e}"),
+            };
+            shared.fail(&id, &trigger, acquired_at, &format!("{msg}{kept}"));
+        }
+    }
+}
+
+/// The commit stage (its own thread).
+pub fn commit_loop(shared: Arc<Shared>, mut records: mpsc::Receiver<Processed>) {
+    let hb = &shared.heartbeats.commit;
+    loop {
+        hb.idle();
+        let Some(p) = records.blocking_recv() else {
+            break;
+        };
+        hb.busy();
+        shared.records_waiting.fetch_sub(1, Ordering::SeqCst);
+        commit_one(&shared, p);
+    }
+    hb.idle();
+    tracing::debug!("commit stage stopped");
+}
+
+fn commit_one(shared: &Shared, p: Processed) {
+    let id = p.record.measurement_id.to_string();
+    let mut warned = false;
+    let seq = loop {
+        shared.heartbeats.commit.busy();
+        match shared.outbox.commit(&p.record) {
+            Ok(seq) => break seq,
+            Err(e @ OutboxError::Full { .. }) if !shared.stopping.load(Ordering::SeqCst) => {
+                shared.lock().queues.commit_retries += 1;
+                if !warned {
+                    tracing::error!("acquisition {id} waits for the outbox: {e}");
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Err(e) => {
+                tracing::error!(
+                    "acquisition {id}: not committed ({e}); it stays in {} and is committed at the next start",
+                    p.staging.display()
+                );
+                return;
+            }
+        }
+    };
+    if let Err(e) = shared.archive.finish(&p.staging, Utc::now()) {
+        tracing::error!("acquisition {id} (seq {seq}) committed but not archived: {e}");
+    }
+    let brightest = p
+        .record
+        .regions
+        .iter()
+        .max_by(|a, b| a.total_flux.value.total_cmp(&b.total_flux.value))
+        .map(|r| FluxValue {
+            value: r.total_flux.value,
+            uncertainty: r.total_flux.uncertainty,
+            unit: r.total_flux.unit.clone(),
+        });
+    tracing::info!(
+        "acquisition {id} committed as seq {seq} ({} regions)",
+        p.record.regions.len()
+    );
+    shared.finish_acquisition(LastAcquisition {
+        id,
+        outcome: "committed".into(),
+        acquired_at: Some(p.record.acquired_at.clone()),
+        finished_at: crate::delivery::wire::rfc3339(Utc::now()),
+        trigger: p.trigger,
+        seq: Some(seq),
+        regions: Some(p.record.regions.len()),
+        brightest_net_flux: brightest,
+        error: None,
+    });
+}
+
+/// Publish an acquisition failure as an event (best effort).
+pub fn failure_event(id: &str, msg: &str) -> NewEvent {
+    NewEvent::new(
+        EventKind::Fault,
+        "acquisition_failed",
+        Severity::Error,
+        format!("acquisition {id} failed: {msg}"),
+    )
+    .detail("acquisition_id", id)
+}

@@ -1,0 +1,457 @@
+//! The daemon end to end, as it runs on the imager's PC: the simulated instrument (camera
+//! through the USB codec, controller through a pseudo-terminal) → `lumiq run` (a child
+//! process) → a real Mosquitto → an independent subscriber (`mosquitto_sub`, persistent
+//! session) standing in for the LIMS.
+//!
+//! Checked: `lumiq acquire` over the socket gives an id whose record arrives and validates
+//! (envelope, record, statuses and events against `schemas/`); `lumiq status --json`
+//! validates against `schemas/status-report.schema.json` and reports the record (last seq,
+//! nothing unacknowledged, regions), with exit 0; SIGTERM exits 0 well within the stop
+//! budget, publishes the retained offline status and removes the socket; SIGKILL in the
+//! middle of auto-acquisitions, then a restart: every committed record reaches the
+//! subscriber (duplicates allowed), seqs are gap-free, the outbox passes its integrity check
+//! and the archive holds only complete folders, each with its record committed.
+//! Also: `lumiq status` without a daemon exits 2 naming the socket and the fix, and
+//! `lumiq demo --acquisitions 2` prints exactly two valid envelopes and exits 0.
+
+#[path = "common/delivery.rs"]
+mod delivery_common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use delivery_common::*;
+use serde_json::Value;
+
+const INSTRUMENT: &str = "sim-ivis-01";
+const SITE: &str = "lab-e2e";
+
+fn lumiq(args: &[&str]) -> Output {
+    Command::new(LUMIQ)
+        .args(args)
+        .env_remove("LUMIQ_SOCKET")
+        .output()
+        .expect("run lumiq")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn status_schema() -> jsonschema::Validator {
+    let path = format!(
+        "{}/schemas/status-report.schema.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&v).expect("the status-report schema is valid")
+}
+
+/// `lumiq status --json` over the socket: (exit code, validated report).
+fn status(socket: &Path, schema: &jsonschema::Validator) -> Option<(i32, Value)> {
+    let o = lumiq(&["status", "--json", "--socket", socket.to_str().unwrap()]);
+    let code = o.status.code().unwrap_or(-1);
+    if code == 2 {
+        return None;
+    }
+    let out = text(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "one JSON object: {out}{}", text(&o.stderr));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let errors: Vec<String> = schema
+        .iter_errors(&v)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "status report violates its schema: {errors:?}\n{v}");
+    Some((code, v))
+}
+
+fn wait_status(
+    socket: &Path,
+    schema: &jsonschema::Validator,
+    timeout: Duration,
+    what: &str,
+    mut ok: impl FnMut(&Value) -> bool,
+) -> (i32, Value) {
+    let t0 = Instant::now();
+    loop {
+        if let Some((code, v)) = status(socket, schema) {
+            if ok(&v) {
+                return (code, v);
+            }
+            assert!(t0.elapsed() < timeout, "timed out waiting for {what}; last status: {v}");
+        } else {
+            assert!(t0.elapsed() < timeout, "timed out waiting for the daemon ({what})");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    config: PathBuf,
+    socket: PathBuf,
+    broker: Mosquitto,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let port = free_port();
+    let broker = Mosquitto::plain(&dir, port, false);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/sim-ivis-01"),
+        &dir.join("calibration"),
+    );
+    let socket = dir.join("run/lumiq.sock");
+    let config = dir.join("lumiq.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[instrument]
+id = "{INSTRUMENT}"
+site = "{SITE}"
+
+[state]
+dir = "{state}"
+min_free_disk_mb = 1
+
+[calibration]
+dir = "{cal}"
+max_age_days = 90
+
+[status]
+socket = "{socket}"
+
+[broker]
+host = "127.0.0.1"
+port = {port}
+
+[camera]
+kind = "simulated"
+
+[controller]
+kind = "simulated"
+
+[acquisition]
+auto_interval_s = 0
+"#,
+            state = dir.join("state").display(),
+            cal = dir.join("calibration").display(),
+            socket = socket.display(),
+        ),
+    )
+    .unwrap();
+    Setup {
+        _tmp: tmp,
+        dir,
+        config,
+        socket,
+        broker,
+    }
+}
+
+fn start_daemon(s: &Setup, env: &[(&str, &str)]) -> std::process::Child {
+    let mut c = Command::new(LUMIQ);
+    c.args(["run", "--config", s.config.to_str().unwrap()])
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(s.dir.join("daemon.log"))
+                .unwrap(),
+        ));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().expect("start lumiq run")
+}
+
+fn log(s: &Setup) -> String {
+    std::fs::read_to_string(s.dir.join("daemon.log")).unwrap_or_default()
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn acquire_status_stop_kill_and_resume() {
+    let s = setup();
+    let port = s.broker.port.to_string();
+    let schemas = Schemas::load();
+    let sschema = status_schema();
+    let base = format!("lumiq/v1/{SITE}/{INSTRUMENT}");
+    let sub = subscribe_ready(
+        s_(&[
+            "-h", "127.0.0.1", "-p", &port, "-v", "-q", "1", "-c", "-i", "lims-e2e", "-t",
+            &format!("{base}/#"),
+        ]),
+        &s_(&["-h", "127.0.0.1", "-p", &port]),
+    );
+
+    // 1. Start, acquire from the command line, see the record arrive.
+    let mut d = start_daemon(&s, &[]);
+    wait_status(&s.socket, &sschema, Duration::from_secs(60), "the daemon to be ready", |v| {
+        v["state"] == "idle"
+    });
+    let o = lumiq(&[
+        "acquire",
+        "--socket",
+        s.socket.to_str().unwrap(),
+        "--study",
+        "STUDY-E2E",
+        "--subject",
+        "M7",
+        "--subject",
+        "M8",
+    ]);
+    assert!(o.status.success(), "{}{}", text(&o.stderr), log(&s));
+    let id = text(&o.stdout).trim().to_string();
+    assert_eq!(id.len(), 36, "an acquisition id: {id:?}");
+    wait_for(Duration::from_secs(120), "the record on the broker", || {
+        sub.messages().iter().any(|(t, p)| t.ends_with("/measurement") && p.contains(&id))
+    });
+    let t = tally(&schemas, &lumiq_messages(&sub));
+    assert_eq!(t.received.get(&id), Some(&1), "first record is seq 1");
+    let env: Value = lumiq_messages(&sub)
+        .iter()
+        .find(|(t, p)| t.ends_with("/measurement") && p.contains(&id))
+        .map(|(_, p)| serde_json::from_str(p).unwrap())
+        .unwrap();
+    let record = &env["record"];
+    assert_eq!(record["acquisition"]["study_id"], "STUDY-E2E");
+    assert_eq!(record["acquisition"]["subject_ids"], serde_json::json!(["M7", "M8"]));
+    let regions = record["regions"].as_array().unwrap().len();
+    assert!(regions >= 5, "the simulated mice's tumours are found: {regions}");
+
+    // 2. Status over the socket reports it.
+    let (code, v) = wait_status(&s.socket, &sschema, Duration::from_secs(30), "the PUBACK", |v| {
+        v["delivery"]["unacked"] == 0 && v["delivery"]["last_acked_seq"] == 1
+    });
+    assert_eq!(code, 0, "nothing needs a person: {}", v["attention"]);
+    assert_eq!(v["attention"], serde_json::json!([]));
+    assert_eq!(v["delivery"]["last_seq"], 1);
+    assert_eq!(v["last_acquisition"]["id"], id.as_str());
+    assert_eq!(v["last_acquisition"]["regions"], regions);
+    assert_eq!(v["last_acquisition"]["trigger"], "cli");
+    assert_eq!(v["camera"]["connected"], true);
+    assert_eq!(v["queues"]["captures"]["capacity"], 2);
+    let table = text(&lumiq(&["status", "--socket", s.socket.to_str().unwrap()]).stdout);
+    assert!(table.contains(&id) && table.contains("last seq 1"), "{table}");
+    // A bad request is refused with a reason and counted, never queued.
+    let o = lumiq(&[
+        "acquire",
+        "--socket",
+        s.socket.to_str().unwrap(),
+        "--subject",
+        "a",
+        "--subject",
+        "b",
+        "--subject",
+        "c",
+        "--subject",
+        "d",
+        "--subject",
+        "e",
+        "--subject",
+        "f",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("at most 5"), "{}", text(&o.stderr));
+
+    // 3. SIGTERM: exit 0 within the stop budget, offline status, socket removed.
+    let t0 = Instant::now();
+    signal(&d, "-TERM");
+    let st = wait_exit(&mut d, Duration::from_secs(30)).expect("stopped within 30 s");
+    assert!(st.success(), "exit status {st}: {}", log(&s));
+    eprintln!("SIGTERM → exit in {:.2} s", t0.elapsed().as_secs_f64());
+    assert!(!s.socket.exists(), "socket removed");
+    wait_for(Duration::from_secs(5), "the offline status", || {
+        tally(&schemas, &lumiq_messages(&sub))
+            .statuses
+            .last()
+            .is_some_and(|st| st["state"] == "offline" && st["reason"] == "clean_stop")
+    });
+
+    // 4. Auto-acquisitions (the interval from the environment), SIGKILL in the middle.
+    let mut d = start_daemon(&s, &[("LUMIQ_ACQUISITION__AUTO_INTERVAL_S", "1")]);
+    wait_status(&s.socket, &sschema, Duration::from_secs(120), "auto-acquisitions", |v| {
+        v["delivery"]["last_seq"].as_u64().unwrap_or(0) >= 3
+    });
+    // Kill while an acquisition is in flight, if one can be caught.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) {
+        match status(&s.socket, &sschema) {
+            Some((_, v)) if v["state"] == "acquiring" || v["state"] == "processing" => break,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    signal(&d, "-KILL");
+    wait_exit(&mut d, Duration::from_secs(10)).expect("killed");
+    wait_for(Duration::from_secs(10), "the last will", || {
+        tally(&schemas, &lumiq_messages(&sub))
+            .statuses
+            .last()
+            .is_some_and(|st| st["reason"] == "connection_lost")
+    });
+
+    // 5. Restart: recovery, everything delivered, clean stop.
+    let mut d = start_daemon(&s, &[]);
+    wait_status(&s.socket, &sschema, Duration::from_secs(60), "everything acknowledged", |v| {
+        v["state"] == "idle"
+            && v["delivery"]["unacked"] == 0
+            && v["delivery"]["link"] == "connected"
+            && v["queues"]["records"]["waiting"] == 0
+    });
+    signal(&d, "-TERM");
+    let st = wait_exit(&mut d, Duration::from_secs(30)).expect("stopped within 30 s");
+    assert!(st.success(), "{}", log(&s));
+
+    // Every committed record delivered (by id), seqs gap-free, outbox intact.
+    let outbox = lumiq::delivery::Outbox::open_existing(s.dir.join("state/outbox.sqlite")).unwrap();
+    outbox.check_integrity().unwrap();
+    let index = outbox.index().unwrap();
+    let seqs: Vec<u64> = index.iter().map(|(seq, _, _)| *seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gap-free seqs");
+    assert!(seqs.len() >= 4, "{} records", seqs.len());
+    wait_for(Duration::from_secs(10), "every committed record at the subscriber", || {
+        let t = tally(&schemas, &lumiq_messages(&sub));
+        index.iter().all(|(seq, id, _)| t.received.get(id) == Some(seq))
+    });
+    let t = tally(&schemas, &lumiq_messages(&sub));
+    assert!(index.iter().all(|(_, _, acked)| *acked), "all acknowledged");
+    let unknown: Vec<&String> = t
+        .received
+        .keys()
+        .filter(|id| !index.iter().any(|(_, i, _)| i == *id))
+        .collect();
+    assert!(unknown.is_empty(), "records not in the outbox: {unknown:?}");
+    assert_eq!(
+        t.statuses.last().unwrap()["reason"],
+        "clean_stop",
+        "the last status is the clean stop"
+    );
+    eprintln!(
+        "{} records, {} copies received ({} duplicates)",
+        index.len(),
+        t.copies,
+        t.duplicates
+    );
+
+    // The archive: no staging leftovers; every folder complete and committed.
+    let archive = s.dir.join("state/archive");
+    let staging: Vec<_> = std::fs::read_dir(archive.join(".staging")).unwrap().collect();
+    assert!(staging.is_empty(), "staging left: {staging:?}");
+    let ids: HashMap<String, u64> = index.iter().map(|(q, i, _)| (i.clone(), *q)).collect();
+    let mut folders = 0;
+    for day in std::fs::read_dir(&archive).unwrap() {
+        let day = day.unwrap();
+        let name = day.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == "failed" {
+            continue;
+        }
+        for acq in std::fs::read_dir(day.path()).unwrap() {
+            let acq = acq.unwrap().path();
+            let id = acq.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(ids.contains_key(&id), "{} is not in the outbox", acq.display());
+            for f in ["acquisition.json", "luminescent.tiff", "record.json", "radiance.tiff", "overlay.png"] {
+                assert!(acq.join(f).is_file(), "{} lacks {f}", acq.display());
+            }
+            let rec: Value =
+                serde_json::from_str(&std::fs::read_to_string(acq.join("record.json")).unwrap())
+                    .unwrap();
+            assert_eq!(rec["measurement_id"], id.as_str());
+            folders += 1;
+        }
+    }
+    assert_eq!(folders, index.len(), "one archive folder per committed record");
+}
+
+fn s_(v: &[&str]) -> Vec<String> {
+    s(v)
+}
+
+#[test]
+fn status_without_a_daemon_exits_2_and_says_what_to_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("nobody.sock");
+    for args in [
+        vec!["status", "--socket", sock.to_str().unwrap()],
+        vec!["status", "--json", "--socket", sock.to_str().unwrap()],
+        vec!["acquire", "--socket", sock.to_str().unwrap()],
+    ] {
+        let o = lumiq(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(o.stdout.is_empty());
+        let err = text(&o.stderr);
+        assert!(err.contains(sock.to_str().unwrap()), "{err}");
+        assert!(err.contains("is the service running"), "{err}");
+        assert!(err.contains("group lumiq"), "{err}");
+    }
+    // $LUMIQ_SOCKET is used when --socket is absent.
+    let o = Command::new(LUMIQ)
+        .args(["status"])
+        .env("LUMIQ_SOCKET", &sock)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains(sock.to_str().unwrap()));
+}
+
+#[test]
+fn demo_stops_after_two_records_printed_as_json_lines() {
+    let schemas = Schemas::load();
+    let mut child = Command::new(LUMIQ)
+        .args(["demo", "--acquisitions", "2"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = wait_exit(&mut child, Duration::from_secs(180));
+    if st.is_none() {
+        child.kill().ok();
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = text(&o.stderr);
+    assert!(st.is_some_and(|s| s.success()), "demo failed: {err}");
+    let out = text(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "exactly two JSON lines: {out}");
+    let mut ids = Vec::new();
+    for l in lines {
+        let v = schemas.validate("lumiq/v1/demo-lab/sim-ivis-01/measurement", l);
+        ids.push(v["measurement_id"].as_str().unwrap().to_string());
+    }
+    assert_ne!(ids[0], ids[1]);
+    assert!(err.contains("last seq 2"), "the final status table: {err}");
+}
