@@ -270,6 +270,10 @@ pub struct AcquisitionSettings {
     /// Darks older than this are taken again, days.
     #[serde(default = "default_dark_max_age_days")]
     pub dark_max_age_days: f64,
+    /// Binnings auto-exposure may choose, finest first (each of 1, 2, 4, 8, 16; the
+    /// calibration set needs a bias at each).
+    #[serde(default = "default_binnings")]
+    pub binnings: Vec<u32>,
 }
 
 /// `[channels]`: capacities of the bounded queues between the daemon's stages. A full
@@ -375,6 +379,9 @@ fn default_shelf() -> String {
 fn default_f_number() -> f64 {
     1.0
 }
+fn default_binnings() -> Vec<u32> {
+    crate::acquire::autoexpose::AutoExposureConfig::default().binnings
+}
 fn default_dark_max_age_days() -> f64 {
     90.0
 }
@@ -432,6 +439,7 @@ impl Default for AcquisitionSettings {
             f_number: default_f_number(),
             filter_position: 0,
             dark_max_age_days: default_dark_max_age_days(),
+            binnings: default_binnings(),
         }
     }
 }

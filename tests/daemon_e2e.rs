@@ -57,13 +57,21 @@ fn status(socket: &Path, schema: &jsonschema::Validator) -> Option<(i32, Value)>
         return None;
     }
     let out = text(&o.stdout);
-    assert_eq!(out.lines().count(), 1, "one JSON object: {out}{}", text(&o.stderr));
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "one JSON object: {out}{}",
+        text(&o.stderr)
+    );
     let v: Value = serde_json::from_str(&out).unwrap();
     let errors: Vec<String> = schema
         .iter_errors(&v)
         .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
-    assert!(errors.is_empty(), "status report violates its schema: {errors:?}\n{v}");
+    assert!(
+        errors.is_empty(),
+        "status report violates its schema: {errors:?}\n{v}"
+    );
     Some((code, v))
 }
 
@@ -80,9 +88,15 @@ fn wait_status(
             if ok(&v) {
                 return (code, v);
             }
-            assert!(t0.elapsed() < timeout, "timed out waiting for {what}; last status: {v}");
+            assert!(
+                t0.elapsed() < timeout,
+                "timed out waiting for {what}; last status: {v}"
+            );
         } else {
-            assert!(t0.elapsed() < timeout, "timed out waiting for the daemon ({what})");
+            assert!(
+                t0.elapsed() < timeout,
+                "timed out waiting for the daemon ({what})"
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -192,7 +206,10 @@ fn signal(child: &std::process::Child, sig: &str) {
     assert!(ok, "kill {sig}");
 }
 
-fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+fn wait_exit(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
     let t0 = Instant::now();
     while t0.elapsed() < timeout {
         if let Some(st) = child.try_wait().unwrap() {
@@ -212,7 +229,17 @@ fn acquire_status_stop_kill_and_resume() {
     let base = format!("lumiq/v1/{SITE}/{INSTRUMENT}");
     let sub = subscribe_ready(
         s_(&[
-            "-h", "127.0.0.1", "-p", &port, "-v", "-q", "1", "-c", "-i", "lims-e2e", "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-v",
+            "-q",
+            "1",
+            "-c",
+            "-i",
+            "lims-e2e",
+            "-t",
             &format!("{base}/#"),
         ]),
         &s_(&["-h", "127.0.0.1", "-p", &port]),
@@ -220,9 +247,13 @@ fn acquire_status_stop_kill_and_resume() {
 
     // 1. Start, acquire from the command line, see the record arrive.
     let mut d = start_daemon(&s, &[]);
-    wait_status(&s.socket, &sschema, Duration::from_secs(60), "the daemon to be ready", |v| {
-        v["state"] == "idle"
-    });
+    wait_status(
+        &s.socket,
+        &sschema,
+        Duration::from_secs(60),
+        "the daemon to be ready",
+        |v| v["state"] == "idle",
+    );
     let o = lumiq(&[
         "acquire",
         "--socket",
@@ -238,7 +269,9 @@ fn acquire_status_stop_kill_and_resume() {
     let id = text(&o.stdout).trim().to_string();
     assert_eq!(id.len(), 36, "an acquisition id: {id:?}");
     wait_for(Duration::from_secs(120), "the record on the broker", || {
-        sub.messages().iter().any(|(t, p)| t.ends_with("/measurement") && p.contains(&id))
+        sub.messages()
+            .iter()
+            .any(|(t, p)| t.ends_with("/measurement") && p.contains(&id))
     });
     let t = tally(&schemas, &lumiq_messages(&sub));
     assert_eq!(t.received.get(&id), Some(&1), "first record is seq 1");
@@ -249,14 +282,24 @@ fn acquire_status_stop_kill_and_resume() {
         .unwrap();
     let record = &env["record"];
     assert_eq!(record["acquisition"]["study_id"], "STUDY-E2E");
-    assert_eq!(record["acquisition"]["subject_ids"], serde_json::json!(["M7", "M8"]));
+    assert_eq!(
+        record["acquisition"]["subject_ids"],
+        serde_json::json!(["M7", "M8"])
+    );
     let regions = record["regions"].as_array().unwrap().len();
-    assert!(regions >= 5, "the simulated mice's tumours are found: {regions}");
+    assert!(
+        regions >= 5,
+        "the simulated mice's tumours are found: {regions}"
+    );
 
     // 2. Status over the socket reports it.
-    let (code, v) = wait_status(&s.socket, &sschema, Duration::from_secs(30), "the PUBACK", |v| {
-        v["delivery"]["unacked"] == 0 && v["delivery"]["last_acked_seq"] == 1
-    });
+    let (code, v) = wait_status(
+        &s.socket,
+        &sschema,
+        Duration::from_secs(30),
+        "the PUBACK",
+        |v| v["delivery"]["unacked"] == 0 && v["delivery"]["last_acked_seq"] == 1,
+    );
     assert_eq!(code, 0, "nothing needs a person: {}", v["attention"]);
     assert_eq!(v["attention"], serde_json::json!([]));
     assert_eq!(v["delivery"]["last_seq"], 1);
@@ -266,7 +309,10 @@ fn acquire_status_stop_kill_and_resume() {
     assert_eq!(v["camera"]["connected"], true);
     assert_eq!(v["queues"]["captures"]["capacity"], 2);
     let table = text(&lumiq(&["status", "--socket", s.socket.to_str().unwrap()]).stdout);
-    assert!(table.contains(&id) && table.contains("last seq 1"), "{table}");
+    assert!(
+        table.contains(&id) && table.contains("last seq 1"),
+        "{table}"
+    );
     // A bad request is refused with a reason and counted, never queued.
     let o = lumiq(&[
         "acquire",
@@ -304,9 +350,13 @@ fn acquire_status_stop_kill_and_resume() {
 
     // 4. Auto-acquisitions (the interval from the environment), SIGKILL in the middle.
     let mut d = start_daemon(&s, &[("LUMIQ_ACQUISITION__AUTO_INTERVAL_S", "1")]);
-    wait_status(&s.socket, &sschema, Duration::from_secs(120), "auto-acquisitions", |v| {
-        v["delivery"]["last_seq"].as_u64().unwrap_or(0) >= 3
-    });
+    wait_status(
+        &s.socket,
+        &sschema,
+        Duration::from_secs(120),
+        "auto-acquisitions",
+        |v| v["delivery"]["last_seq"].as_u64().unwrap_or(0) >= 3,
+    );
     // Kill while an acquisition is in flight, if one can be caught.
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(10) {
@@ -326,12 +376,18 @@ fn acquire_status_stop_kill_and_resume() {
 
     // 5. Restart: recovery, everything delivered, clean stop.
     let mut d = start_daemon(&s, &[]);
-    wait_status(&s.socket, &sschema, Duration::from_secs(60), "everything acknowledged", |v| {
-        v["state"] == "idle"
-            && v["delivery"]["unacked"] == 0
-            && v["delivery"]["link"] == "connected"
-            && v["queues"]["records"]["waiting"] == 0
-    });
+    wait_status(
+        &s.socket,
+        &sschema,
+        Duration::from_secs(60),
+        "everything acknowledged",
+        |v| {
+            v["state"] == "idle"
+                && v["delivery"]["unacked"] == 0
+                && v["delivery"]["link"] == "connected"
+                && v["queues"]["records"]["waiting"] == 0
+        },
+    );
     signal(&d, "-TERM");
     let st = wait_exit(&mut d, Duration::from_secs(30)).expect("stopped within 30 s");
     assert!(st.success(), "{}", log(&s));
@@ -341,12 +397,22 @@ fn acquire_status_stop_kill_and_resume() {
     outbox.check_integrity().unwrap();
     let index = outbox.index().unwrap();
     let seqs: Vec<u64> = index.iter().map(|(seq, _, _)| *seq).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "gap-free seqs");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gap-free seqs"
+    );
     assert!(seqs.len() >= 4, "{} records", seqs.len());
-    wait_for(Duration::from_secs(10), "every committed record at the subscriber", || {
-        let t = tally(&schemas, &lumiq_messages(&sub));
-        index.iter().all(|(seq, id, _)| t.received.get(id) == Some(seq))
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "every committed record at the subscriber",
+        || {
+            let t = tally(&schemas, &lumiq_messages(&sub));
+            index
+                .iter()
+                .all(|(seq, id, _)| t.received.get(id) == Some(seq))
+        },
+    );
     let t = tally(&schemas, &lumiq_messages(&sub));
     assert!(index.iter().all(|(_, _, acked)| *acked), "all acknowledged");
     let unknown: Vec<&String> = t
@@ -369,7 +435,9 @@ fn acquire_status_stop_kill_and_resume() {
 
     // The archive: no staging leftovers; every folder complete and committed.
     let archive = s.dir.join("state/archive");
-    let staging: Vec<_> = std::fs::read_dir(archive.join(".staging")).unwrap().collect();
+    let staging: Vec<_> = std::fs::read_dir(archive.join(".staging"))
+        .unwrap()
+        .collect();
     assert!(staging.is_empty(), "staging left: {staging:?}");
     let ids: HashMap<String, u64> = index.iter().map(|(q, i, _)| (i.clone(), *q)).collect();
     let mut folders = 0;
@@ -382,8 +450,18 @@ fn acquire_status_stop_kill_and_resume() {
         for acq in std::fs::read_dir(day.path()).unwrap() {
             let acq = acq.unwrap().path();
             let id = acq.file_name().unwrap().to_string_lossy().into_owned();
-            assert!(ids.contains_key(&id), "{} is not in the outbox", acq.display());
-            for f in ["acquisition.json", "luminescent.tiff", "record.json", "radiance.tiff", "overlay.png"] {
+            assert!(
+                ids.contains_key(&id),
+                "{} is not in the outbox",
+                acq.display()
+            );
+            for f in [
+                "acquisition.json",
+                "luminescent.tiff",
+                "record.json",
+                "radiance.tiff",
+                "overlay.png",
+            ] {
                 assert!(acq.join(f).is_file(), "{} lacks {f}", acq.display());
             }
             let rec: Value =
@@ -393,7 +471,11 @@ fn acquire_status_stop_kill_and_resume() {
             folders += 1;
         }
     }
-    assert_eq!(folders, index.len(), "one archive folder per committed record");
+    assert_eq!(
+        folders,
+        index.len(),
+        "one archive folder per committed record"
+    );
 }
 
 fn s_(v: &[&str]) -> Vec<String> {

@@ -12,9 +12,10 @@ use ndarray::{Array2, Axis, Slice};
 use serde_json::Value;
 
 use lumiq::process::segment_input::model_input;
-use lumiq::process::{quantify_with, Detector, ProcessingParams, SegmentationModel};
+use lumiq::process::{quantify_with, Detector, FrameGeometry, ProcessingParams, SegmentationModel};
 use lumiq::segment::{TileLayout, TractSegmenter, DEFAULT_DETECTOR};
 use lumiq::simulate::training::{generate_frame, Profile};
+use lumiq::simulate::{simulate_acquisition, Instrument, SceneSpec};
 
 fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
@@ -35,7 +36,11 @@ fn max_abs_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
         .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
-fn crop(a: &Array2<f32>, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> Array2<f32> {
+fn crop(
+    a: &Array2<f32>,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> Array2<f32> {
     a.slice_axis(Axis(0), Slice::from(rows))
         .slice_axis(Axis(1), Slice::from(cols))
         .to_owned()
@@ -140,8 +145,7 @@ fn tract_gives_onnxruntime_output_on_the_saved_vector() {
     let seg = load();
     let dir = models_dir().join("testdata");
     let meta: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("vector.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("vector.json")).unwrap()).unwrap();
     assert_eq!(
         meta["model_sha256"].as_str().unwrap(),
         seg.identity().sha256,
@@ -154,64 +158,103 @@ fn tract_gives_onnxruntime_output_on_the_saved_vector() {
         .map(|v| v.as_u64().unwrap() as usize)
         .collect();
     let (rows, cols) = (shape[2], shape[3]);
-    let input = Array2::from_shape_vec((rows, cols), read_f32(&dir.join("vector_input.f32")))
-        .unwrap();
-    let logits = Array2::from_shape_vec((rows, cols), read_f32(&dir.join("vector_output.f32")))
-        .unwrap();
+    let input =
+        Array2::from_shape_vec((rows, cols), read_f32(&dir.join("vector_input.f32"))).unwrap();
+    let logits =
+        Array2::from_shape_vec((rows, cols), read_f32(&dir.join("vector_output.f32"))).unwrap();
     let expected = logits.mapv(|x| 1.0 / (1.0 + (-x).exp()));
-    let got = seg
-        .run_pass(input.view().insert_axis(Axis(0)))
-        .unwrap();
+    let got = seg.run_pass(input.view().insert_axis(Axis(0))).unwrap();
     let d = max_abs_diff(&got, &expected);
     assert!(d < 1e-4, "tract vs onnxruntime: max |Δp| = {d}");
     // The vector is not trivial: it has confident tumour and background pixels.
     assert!(expected.iter().any(|&p| p > 0.9) && expected.iter().any(|&p| p < 0.1));
 }
 
+/// The default detector on simulated five-mouse acquisitions of the instrument
+/// (`simulate_acquisition`, seeds the training generator never uses): every tumour whose
+/// SNR (an ideal 3.5-sigma aperture at the true position, pixel noise and background model
+/// error, as `tests/accuracy.rs` defines it) is at least 20 is found, with a mean absolute
+/// flux error of at most 2 %.
 #[test]
 fn the_default_detector_measures_bright_tumours_within_two_percent() {
     let seg = load();
+    let inst = Instrument::default();
     let params = ProcessingParams {
         detector: DEFAULT_DETECTOR,
         ..ProcessingParams::default()
     };
     let mut errors = Vec::new();
-    let mut bright = 0;
-    for index in 0..8 {
-        let f = generate_frame(Profile::Heldout, 777, index);
+    for seed in 500..506 {
+        let spec = SceneSpec {
+            seed,
+            flux_range: (4.0e3, 3.0e6),
+            ..SceneSpec::default()
+        };
+        let sim = simulate_acquisition(&inst, &spec);
+        let cal = inst.ideal_calibration(
+            spec.binning,
+            spec.exposure_s,
+            spec.sensor_temp_c,
+            spec.fov_cm,
+            spec.f_number,
+        );
+        let geom = FrameGeometry {
+            exposure_s: spec.exposure_s,
+            binning: spec.binning,
+            fov_cm: spec.fov_cm,
+        };
         let q = quantify_with(
-            &f.sim.luminescent_adu,
-            &f.calibration,
-            &f.geometry,
+            &sim.luminescent_adu,
+            &cal,
+            &geom,
             &[],
             &params,
             Some(&seg as &dyn SegmentationModel),
         )
         .unwrap();
         assert_eq!(q.detector, DEFAULT_DETECTOR);
-        let matches = common::match_truth(&q, &f.sim.truth);
-        for ((t, info), m) in f.sim.truth.tumours.iter().zip(&f.info.tumours).zip(&matches) {
-            if info.snr >= 20.0 && !info.touching {
-                bright += 1;
-                if let Some(i) = m {
-                    errors.push((q.regions[*i].total_flux.value - t.total_flux) / t.total_flux);
+        let matches = common::match_truth(&q, &sim.truth);
+        let pixel_cm = spec.fov_cm / sim.luminescent_adu.dim().1 as f64;
+        for (t, m) in sim.truth.tumours.iter().zip(&matches) {
+            let radius_px = 3.5 * t.sigma_major_cm / pixel_cm;
+            let mut var = 0.0f64;
+            let mut aperture = Vec::new();
+            for ((r, c), v) in q.variance.indexed_iter() {
+                let dx = c as f64 + 0.5 - t.centre_px[0];
+                let dy = r as f64 + 0.5 - t.centre_px[1];
+                if dx * dx + dy * dy <= radius_px * radius_px {
+                    var += *v as f64;
+                    aperture.push((r, c));
                 }
+            }
+            let bkg = q.background_model.sum_error(aperture.into_iter());
+            let sigma =
+                4.0 * std::f64::consts::PI * sim.truth.pixel_area_cm2 * (var + bkg * bkg).sqrt();
+            if t.total_flux / sigma >= 20.0 {
+                let i = m.unwrap_or_else(|| {
+                    panic!(
+                        "seed {seed}: tumour {} of SNR {:.0} missed",
+                        t.id,
+                        t.total_flux / sigma
+                    )
+                });
+                errors.push((q.regions[i].total_flux.value - t.total_flux) / t.total_flux);
             }
         }
     }
-    assert!(errors.len() >= 10, "only {} bright tumours found", errors.len());
-    assert!(
-        errors.len() * 10 >= bright * 9,
-        "{} of {bright} isolated tumours with SNR >= 20 found",
-        errors.len()
-    );
+    assert!(errors.len() >= 15, "only {} bright tumours", errors.len());
     let mean_abs = errors.iter().map(|e| e.abs()).sum::<f64>() / errors.len() as f64;
     eprintln!(
-        "{} of {bright} isolated tumours with SNR >= 20 found: mean |flux error| {:.2} %",
+        "{} tumours with SNR >= 20, detector {}: mean |flux error| {:.2} %",
         errors.len(),
+        DEFAULT_DETECTOR.as_str(),
         100.0 * mean_abs
     );
-    assert!(mean_abs <= 0.02, "mean |flux error| {:.2} %", 100.0 * mean_abs);
+    assert!(
+        mean_abs <= 0.02,
+        "mean |flux error| {:.2} %",
+        100.0 * mean_abs
+    );
 }
 
 #[test]
@@ -268,11 +311,19 @@ fn process_names_the_detector_and_the_model_in_the_record() {
     let acq = dir.path().join("acq");
     let acq_s = acq.to_str().unwrap();
     let out = lumiq(&["simulate", "--out", acq_s, "--seed", "5"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sha = load().identity().sha256.clone();
     for (detector, has_model) in [("model", true), ("combined", true), ("classical", false)] {
         let out = lumiq(&["process", acq_s, "--detector", detector, "--compact"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let record: Value = serde_json::from_slice(&out.stdout).unwrap();
         common::assert_valid_record(&record);
         assert_eq!(record["processing"]["detector"], detector);
@@ -306,7 +357,10 @@ fn process_names_the_detector_and_the_model_in_the_record() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&sha) && stderr.contains("sha256"), "{stderr}");
+    assert!(
+        stderr.contains(&sha) && stderr.contains("sha256"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -143,7 +143,7 @@ impl Archive {
         let dest = day.join(id);
         sync_tree(staging)?;
         if dest.exists() {
-            // A previous run renamed it and died before removing nothing: keep the first.
+            // Already finished by a previous run (which died before clearing staging): keep it.
             std::fs::remove_dir_all(staging)
                 .map_err(|e| err(staging, format!("cannot remove a duplicate: {e}")))?;
         } else {
@@ -204,7 +204,8 @@ impl Archive {
                     "{}: an acquisition interrupted while its frames were written; removed",
                     dir.display()
                 );
-                std::fs::remove_dir_all(&dir).map_err(|e| err(&dir, format!("cannot remove: {e}")))?;
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| err(&dir, format!("cannot remove: {e}")))?;
             }
         }
         Ok(out)
@@ -374,6 +375,8 @@ mod tests {
     #[test]
     fn free_space_is_reported() {
         assert!(free_mb(Path::new("/")).is_ok());
-        assert!(free_mb(Path::new("/no/such/dir")).unwrap_err().contains("/no/such/dir"));
+        assert!(free_mb(Path::new("/no/such/dir"))
+            .unwrap_err()
+            .contains("/no/such/dir"));
     }
 }

@@ -155,7 +155,10 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
 /// under the working directory, else in the source tree this binary was built from.
 pub fn shipped_simulated_calibration() -> anyhow::Result<PathBuf> {
     let rel = Path::new("calibration").join("sim-ivis-01");
-    for base in [PathBuf::from("."), PathBuf::from(env!("CARGO_MANIFEST_DIR"))] {
+    for base in [
+        PathBuf::from("."),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    ] {
         let p = base.join(&rel);
         if p.join("calibration.toml").is_file() {
             return Ok(p);

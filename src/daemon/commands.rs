@@ -124,8 +124,14 @@ mod tests {
         check("not json", Err("not a command"));
         check(r#"{"study":"S1"}"#, Err("unknown field"));
         check(r#"{}"#, Err("names no study"));
-        check(r#"{"subject_ids":["a","b","c","d","e","f"]}"#, Err("at most 5"));
+        check(
+            r#"{"subject_ids":["a","b","c","d","e","f"]}"#,
+            Err("at most 5"),
+        );
         check(r#"{"subject_ids":[""]}"#, Err("empty id"));
-        check(r#"{"study_id":"S","injection_time":"yesterday"}"#, Err("not a command"));
+        check(
+            r#"{"study_id":"S","injection_time":"yesterday"}"#,
+            Err("not a command"),
+        );
     }
 }

@@ -54,10 +54,8 @@ impl TempDir {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let p = std::env::temp_dir().join(format!(
-            "lumiq-demo-{what}-{}-{nanos}",
-            std::process::id()
-        ));
+        let p =
+            std::env::temp_dir().join(format!("lumiq-demo-{what}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
         Ok(TempDir(p))
     }
@@ -120,7 +118,10 @@ fn start_broker() -> anyhow::Result<(DemoBroker, u16)> {
     let t0 = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if t0.elapsed() > Duration::from_secs(10) {
-            bail!("{} did not listen on 127.0.0.1:{port} within 10 s", bin.display());
+            bail!(
+                "{} did not listen on 127.0.0.1:{port} within 10 s",
+                bin.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -196,7 +197,9 @@ pub fn run(acquisitions: Option<usize>, config: Option<&Path>) -> anyhow::Result
         }
         if let Some(tls) = &broker.tls {
             let cfg = crate::delivery::tls::client_config(tls)?;
-            opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(cfg)));
+            opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+                cfg,
+            )));
         }
         let (client, mut el) = AsyncClient::new(opts, 16);
         client.subscribe(topic.clone(), QoS::AtLeastOnce).await?;
@@ -209,7 +212,10 @@ pub fn run(acquisitions: Option<usize>, config: Option<&Path>) -> anyhow::Result
                 Err(_) => bail!("the demo's subscriber got no answer from {}", broker.url()),
             }
             if t0.elapsed() > Duration::from_secs(10) {
-                bail!("the demo's subscriber could not subscribe at {}", broker.url());
+                bail!(
+                    "the demo's subscriber could not subscribe at {}",
+                    broker.url()
+                );
             }
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();

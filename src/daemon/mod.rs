@@ -41,7 +41,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::acquire::{simulated_imager, simulated_sequence, Imager, SequenceConfig, SimulatedOptions};
+use crate::acquire::{
+    simulated_imager, simulated_sequence, Imager, SequenceConfig, SimulatedOptions,
+};
 use crate::camera::usb::{UsbCameraConfig, UsbConnector};
 use crate::camera::{Camera, CameraConfig, Clock, RegisterMap, SystemClock};
 use crate::config::{CameraKind, ControllerKind, Settings};
@@ -255,6 +257,7 @@ impl Shared {
             acquired_at,
             finished_at: crate::delivery::wire::rfc3339(Utc::now()),
             trigger: trigger.to_string(),
+            captured_at: None,
             seq: None,
             regions: None,
             brightest_net_flux: None,
@@ -425,7 +428,11 @@ fn stopped_delivery(settings: &Settings, outbox: &Outbox) -> crate::delivery::De
     }
 }
 
-fn calibration_status(dir: &std::path::Path, max_age_days: f64, now: DateTime<Utc>) -> CalibrationStatus {
+fn calibration_status(
+    dir: &std::path::Path,
+    max_age_days: f64,
+    now: DateTime<Utc>,
+) -> CalibrationStatus {
     match CalibrationSet::load(dir) {
         Ok(set) => CalibrationStatus {
             dir: dir.display().to_string(),
@@ -454,7 +461,10 @@ struct Instrument {
     truth: TruthFn,
 }
 
-fn open_instrument(settings: &Settings, calibration_dir: PathBuf) -> Result<Instrument, DaemonError> {
+fn open_instrument(
+    settings: &Settings,
+    calibration_dir: PathBuf,
+) -> Result<Instrument, DaemonError> {
     let camera_cfg = CameraConfig {
         lock_timeout: Duration::from_secs(settings.acquisition.cooling_timeout_s),
         ..CameraConfig::default()
@@ -513,6 +523,13 @@ fn open_instrument(settings: &Settings, calibration_dir: PathBuf) -> Result<Inst
     sequence.filter_position = settings.acquisition.filter_position;
     sequence.f_number = settings.acquisition.f_number;
     sequence.dark.max_age_days = settings.acquisition.dark_max_age_days;
+    sequence.auto_exposure.binnings = settings.acquisition.binnings.clone();
+    sequence.auto_exposure.validate().map_err(|e| {
+        DaemonError::Setup(format!(
+            "acquisition.binnings = {:?}: {e} (env LUMIQ_ACQUISITION__BINNINGS)",
+            settings.acquisition.binnings
+        ))
+    })?;
     Ok(Instrument {
         imager,
         sequence,
@@ -643,8 +660,9 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(1);
     let (captures_tx, captures_rx) = mpsc::channel::<Work>(shared.settings.channels.captures);
     let (records_tx, records_rx) = mpsc::channel::<Processed>(shared.settings.channels.records);
-    let (opened_tx, opened_rx) =
-        tokio::sync::oneshot::channel::<Result<(crate::camera::CancelToken, Arc<dyn Clock>), DaemonError>>();
+    let (opened_tx, opened_rx) = tokio::sync::oneshot::channel::<
+        Result<(crate::camera::CancelToken, Arc<dyn Clock>), DaemonError>,
+    >();
     let sh = shared.clone();
     let cal = calibration_dir.clone();
     let acquire_thread = std::thread::Builder::new()
@@ -677,7 +695,9 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
         }
         Err(_) => {
             stop_publisher(&shared).await;
-            return Err(DaemonError::Setup("the acquire thread ended before opening the imager".into()));
+            return Err(DaemonError::Setup(
+                "the acquire thread ended before opening the imager".into(),
+            ));
         }
     };
     *shared.clock.lock().unwrap_or_else(|p| p.into_inner()) = Some(clock);
@@ -781,7 +801,11 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
     cancel.cancel();
     shared.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
     let budget = STOP_BUDGET.saturating_sub(PUBLISHER_STOP);
-    for (name, t) in [("acquire", &acquire_thread), ("process", &process_thread), ("commit", &commit_thread)] {
+    for (name, t) in [
+        ("acquire", &acquire_thread),
+        ("process", &process_thread),
+        ("commit", &commit_thread),
+    ] {
         while !t.is_finished() && t0.elapsed() < budget {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -795,7 +819,11 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
         tracing::info!(
             "stopped in {:.1} s: offline status {}, {} record(s) unacknowledged for the next start",
             t0.elapsed().as_secs_f64(),
-            if r.offline_published { "published" } else { "NOT published" },
+            if r.offline_published {
+                "published"
+            } else {
+                "NOT published"
+            },
             r.unacked_left
         );
     }
@@ -803,7 +831,11 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
 }
 
 async fn stop_publisher(shared: &Shared) -> Option<crate::delivery::ShutdownReport> {
-    let p = shared.publisher.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let p = shared
+        .publisher
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     match p {
         Some(p) => Some(p.shutdown(PUBLISHER_STOP).await),
         None => None,
@@ -819,7 +851,10 @@ fn retention(shared: &Shared) {
             return;
         }
     };
-    let acked = index.into_iter().map(|(_, id, acked)| (id, acked)).collect();
+    let acked = index
+        .into_iter()
+        .map(|(_, id, acked)| (id, acked))
+        .collect();
     match shared
         .archive
         .retention_pass(&acked, shared.settings.archive_retention(), Utc::now())

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -53,6 +53,8 @@ pub struct Job {
 #[derive(Debug)]
 pub struct CaptureItem {
     pub id: Uuid,
+    /// When the sequence returned the capture.
+    pub captured_at: DateTime<Utc>,
     pub trigger: String,
     pub capture: Capture,
     pub truth: Option<Truth>,
@@ -63,13 +65,17 @@ pub struct CaptureItem {
 pub enum Work {
     Capture(Arc<CaptureItem>),
     /// A raw acquisition left in staging by a previous run.
-    Folder { id: String, staging: PathBuf },
+    Folder {
+        id: String,
+        staging: PathBuf,
+    },
 }
 
 /// Processed and written to staging, waiting for the outbox.
 #[derive(Debug)]
 pub struct Processed {
     pub staging: PathBuf,
+    pub captured_at: Option<DateTime<Utc>>,
     pub record: Box<MeasurementRecord>,
     pub trigger: String,
 }
@@ -121,7 +127,9 @@ pub fn acquire_loop<K>(
                         Event::DoorOpened => shared.set_door(Some(true), None),
                         Event::DoorClosed => shared.set_door(Some(false), None),
                         Event::Reset { firmware } => {
-                            tracing::warn!("the imager's controller restarted (firmware {firmware})")
+                            tracing::warn!(
+                                "the imager's controller restarted (firmware {firmware})"
+                            )
                         }
                     }
                 }
@@ -197,6 +205,7 @@ fn run_job(
         None => imager.standard(&cfg).map(|c| vec![c]),
     };
     shared.lock().acquiring = None;
+    let captured_at = Utc::now();
     match result {
         Ok(caps) => {
             for (k, c) in caps.into_iter().enumerate() {
@@ -204,13 +213,17 @@ fn run_job(
                 let truth = truth_of(&c);
                 let item = CaptureItem {
                     id,
+                    captured_at,
                     trigger: job.trigger.clone(),
                     capture: c,
                     truth,
                 };
                 shared.captures_waiting.fetch_add(1, Ordering::SeqCst);
                 // Full: this stage waits (the trigger check keeps that rare).
-                if captures.blocking_send(Work::Capture(Arc::new(item))).is_err() {
+                if captures
+                    .blocking_send(Work::Capture(Arc::new(item)))
+                    .is_err()
+                {
                     shared.captures_waiting.fetch_sub(1, Ordering::SeqCst);
                     tracing::error!("acquisition {id}: the process stage is gone; abandoned");
                 }
@@ -226,6 +239,7 @@ fn run_job(
                 outcome: "abandoned".into(),
                 acquired_at: None,
                 finished_at: crate::delivery::wire::rfc3339(Utc::now()),
+                captured_at: None,
                 trigger: job.trigger,
                 seq: None,
                 regions: None,
@@ -262,6 +276,7 @@ pub fn process_loop(
             Leftover::Processed { staging, record } => {
                 let _ = records.blocking_send(Processed {
                     staging,
+                    captured_at: None,
                     record,
                     trigger: "recovered".into(),
                 });
@@ -286,6 +301,10 @@ pub fn process_loop(
 
 fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
     let t0 = Instant::now();
+    let captured_at = match &w {
+        Work::Capture(item) => Some(item.captured_at),
+        Work::Folder { .. } => None,
+    };
     let (id, trigger, staging, acquired_at) = match &w {
         Work::Capture(item) => {
             let id = item.id.to_string();
@@ -297,7 +316,9 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
                     id,
                     item.trigger.clone(),
                     p,
-                    Some(crate::delivery::wire::rfc3339(item.capture.meta.acquired_at)),
+                    Some(crate::delivery::wire::rfc3339(
+                        item.capture.meta.acquired_at,
+                    )),
                 ),
                 Err(e) => {
                     // The frames are only in memory and cannot be kept: say so loudly.
@@ -331,6 +352,7 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
             if records
                 .blocking_send(Processed {
                     staging,
+                    captured_at,
                     record,
                     trigger,
                 })
@@ -414,6 +436,7 @@ fn commit_one(shared: &Shared, p: Processed) {
         outcome: "committed".into(),
         acquired_at: Some(p.record.acquired_at.clone()),
         finished_at: crate::delivery::wire::rfc3339(Utc::now()),
+        captured_at: p.captured_at.map(crate::delivery::wire::rfc3339),
         trigger: p.trigger,
         seq: Some(seq),
         regions: Some(p.record.regions.len()),

@@ -71,11 +71,11 @@ impl AcquireRequest {
         match (self.kinetic, self.interval_s) {
             (Some(0), _) => return Err("kinetic must be 1 or more frames".into()),
             (Some(_), Some(s)) if !(s.is_finite() && s > 0.0) => {
-                return Err(format!("interval_s = {s}: give a positive number of seconds"))
+                return Err(format!(
+                    "interval_s = {s}: give a positive number of seconds"
+                ))
             }
-            (None, Some(_)) => {
-                return Err("interval_s is only meaningful with kinetic = N".into())
-            }
+            (None, Some(_)) => return Err("interval_s is only meaningful with kinetic = N".into()),
             _ => {}
         }
         Ok(())
@@ -166,8 +166,11 @@ impl SocketServer {
                     path: path.display().to_string(),
                 });
             }
-            std::fs::remove_file(path)
-                .map_err(|e| setup(format!("a stale socket is in the way and cannot be removed: {e}")))?;
+            std::fs::remove_file(path).map_err(|e| {
+                setup(format!(
+                    "a stale socket is in the way and cannot be removed: {e}"
+                ))
+            })?;
             tracing::info!("removed a stale socket at {}", path.display());
         }
         if let Some(parent) = path.parent() {
@@ -276,8 +279,12 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
         source,
     };
     let stream = UnixStream::connect(path).map_err(unreachable)?;
-    stream.set_read_timeout(Some(timeout)).map_err(unreachable)?;
-    stream.set_write_timeout(Some(timeout)).map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(unreachable)?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(unreachable)?;
     let mut w = stream.try_clone().map_err(unreachable)?;
     let mut text = serde_json::to_string(req).expect("requests serialise");
     text.push('\n');
@@ -359,7 +366,10 @@ mod tests {
         assert!(!path.exists());
         let e = request(&path, &Request::Status, Duration::from_secs(1)).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains(path.to_str().unwrap()) && msg.contains("group lumiq"), "{msg}");
+        assert!(
+            msg.contains(path.to_str().unwrap()) && msg.contains("group lumiq"),
+            "{msg}"
+        );
     }
 
     #[test]

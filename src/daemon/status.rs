@@ -93,6 +93,9 @@ pub struct LastAcquisition {
     pub acquired_at: Option<String>,
     /// When the daemon finished with it (RFC 3339 UTC).
     pub finished_at: String,
+    /// When the capture left the camera (RFC 3339 UTC): with `delivery.last_puback_at`,
+    /// the acquisition-complete → PUBACK latency.
+    pub captured_at: Option<String>,
     pub trigger: String,
     pub seq: Option<u64>,
     pub regions: Option<usize>,
@@ -389,7 +392,12 @@ pub fn render_table(r: &StatusReport) -> String {
                 let flux = a
                     .brightest_net_flux
                     .as_ref()
-                    .map(|f| format!(", brightest {:.3e} ± {:.1e} {}", f.value, f.uncertainty, f.unit))
+                    .map(|f| {
+                        format!(
+                            ", brightest {:.3e} ± {:.1e} {}",
+                            f.value, f.uncertainty, f.unit
+                        )
+                    })
                     .unwrap_or_default();
                 format!(
                     "{} {} ({}), {}{}{}{}",
@@ -512,7 +520,11 @@ pub fn render_table(r: &StatusReport) -> String {
             ),
         },
     ));
-    let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
     let mut s = String::new();
     for (k, v) in rows {
         s.push_str(&format!("{k:<width$}  {v}\n"));
@@ -643,7 +655,11 @@ mod tests {
         mutate(&mut r);
         let a = attention(&r, now());
         assert_eq!(a.len(), 1, "{a:?}");
-        assert!(a[0].contains(needle), "{:?} should mention {needle:?}", a[0]);
+        assert!(
+            a[0].contains(needle),
+            "{:?} should mention {needle:?}",
+            a[0]
+        );
         r.attention = a;
         assert_eq!(exit_code(&r), EXIT_ATTENTION);
         assert!(render_table(&r).contains(needle));
@@ -689,6 +705,7 @@ mod tests {
                     outcome: "failed".into(),
                     acquired_at: None,
                     finished_at: "t".into(),
+                    captured_at: None,
                     trigger: "cli".into(),
                     seq: None,
                     regions: None,

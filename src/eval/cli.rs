@@ -90,11 +90,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         min_region_snr: a.min_region_snr.unwrap_or(defaults.min_region_snr),
     };
     let started = std::time::Instant::now();
-    let metrics = evaluate(
-        &spec,
-        model.as_ref().map(|m| m as &dyn SegmentationModel),
-    )
-    .context("evaluation failed")?;
+    let metrics = evaluate(&spec, model.as_ref().map(|m| m as &dyn SegmentationModel))
+        .context("evaluation failed")?;
     let elapsed = started.elapsed().as_secs_f64();
     let totals: Vec<usize> = metrics
         .first()
@@ -126,7 +123,17 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     );
     println!(
         "{:<20}{:>7}{:>7}{:>7}{:>7}{:>7}{:>9}{:>10}{:>9}{:>7}{:>7}",
-        "method", "2–3", "3–5", "5–10", "10–20", "≥20", "FP/frame", "|Δflux|", "Δflux", "IoU", "bIoU"
+        "method",
+        "2–3",
+        "3–5",
+        "5–10",
+        "10–20",
+        "≥20",
+        "FP/frame",
+        "|Δflux|",
+        "Δflux",
+        "IoU",
+        "bIoU"
     );
     for m in &metrics {
         println!("{}", row(m));

@@ -163,11 +163,7 @@ pub fn match_regions(frame: &TrainingFrame, q: &Quantification) -> Vec<Option<us
                 .iter()
                 .enumerate()
                 .filter(|(_, &r)| r == Some(region))
-                .max_by(|a, b| {
-                    tumours[a.0]
-                        .total_flux
-                        .total_cmp(&tumours[b.0].total_flux)
-                })
+                .max_by(|a, b| tumours[a.0].total_flux.total_cmp(&tumours[b.0].total_flux))
                 .map(|(j, _)| j);
             (brightest == Some(i)).then_some(region)
         })

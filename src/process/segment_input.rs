@@ -130,14 +130,15 @@ fn block_average(img: &Array2<f32>, block: usize) -> Array2<f32> {
 
 /// Per-tumour truth on the working grid: 0 for background, `k` (1-based) where the `k`-th
 /// tumour's footprint lies (see the module header for the definition). `own_radiance`
-/// holds each tumour's own noise-free radiance on the full grid, in the order of the
-/// labels; all must share one shape.
-pub fn truth_labels(own_radiance: &[Array2<f32>], block: usize) -> Array2<u32> {
-    let Some(first) = own_radiance.first() else {
-        return Array2::zeros((0, 0));
-    };
+/// holds each tumour's own noise-free radiance on the full grid of shape `full_dim`, in
+/// the order of the labels.
+pub fn truth_labels(
+    own_radiance: &[Array2<f32>],
+    full_dim: (usize, usize),
+    block: usize,
+) -> Array2<u32> {
     let block = block.max(1);
-    let (rows, cols) = first.dim();
+    let (rows, cols) = full_dim;
     let dim = (rows.div_ceil(block), cols.div_ceil(block));
     let mut labels = Array2::<u32>::zeros(dim);
     let mut owner_light = Array2::<f32>::zeros(dim);
@@ -165,8 +166,12 @@ pub fn truth_labels(own_radiance: &[Array2<f32>], block: usize) -> Array2<u32> {
 }
 
 /// The binary target: working-grid pixels that belong to any tumour ([`truth_labels`]).
-pub fn truth_mask(own_radiance: &[Array2<f32>], block: usize) -> Array2<bool> {
-    truth_labels(own_radiance, block).mapv(|l| l > 0)
+pub fn truth_mask(
+    own_radiance: &[Array2<f32>],
+    full_dim: (usize, usize),
+    block: usize,
+) -> Array2<bool> {
+    truth_labels(own_radiance, full_dim, block).mapv(|l| l > 0)
 }
 
 #[cfg(test)]
@@ -249,7 +254,7 @@ mod tests {
         let a = spot(n, 40.0, 30.0, 4.0, 10.0);
         let b = spot(n, 44.0, 44.0, 4.0, 5.0);
         let point = spot(n, 80.0, 80.0, 0.3, 1.0);
-        let labels = truth_labels(&[a.clone(), b.clone(), point], 2);
+        let labels = truth_labels(&[a.clone(), b.clone(), point], (n, n), 2);
         assert_eq!(labels.dim(), (48, 48));
         assert_eq!(labels[[20, 15]], 1, "peak of the first");
         assert_eq!(labels[[22, 22]], 2, "peak of the second");
@@ -261,8 +266,12 @@ mod tests {
         // Half-maximum footprint: radius √(2 ln 2)·σ = 4.7 fine px = 2.35 working px.
         let count1 = labels.iter().filter(|&&l| l == 1).count();
         assert!((12..=24).contains(&count1), "footprint of the first: {count1}");
-        let mask = truth_mask(&[a, b], 2);
+        let mask = truth_mask(&[a, b], (n, n), 2);
         assert!(mask[[20, 15]] && mask[[22, 22]] && !mask[[0, 0]]);
+        // No tumour: an empty mask of the working grid's shape.
+        let empty = truth_mask(&[], (n + 1, n), 2);
+        assert_eq!(empty.dim(), (49, 48));
+        assert!(empty.iter().all(|&m| !m));
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub fn locate_subjects(photo: &Array2<f32>, fov_cm: f64, s: &SubjectSettings) ->
         pixel_cm,
         subjects: Vec::new(),
     };
-    if rows < 8 || cols < 8 || !(fov_cm > 0.0) {
+    if rows < 8 || cols < 8 || fov_cm.is_nan() || fov_cm <= 0.0 {
         return empty(fov_cm.max(0.0) / cols.max(1) as f64, (rows, cols));
     }
     let photo_pixel_cm = fov_cm / cols as f64;
@@ -457,7 +457,7 @@ fn otsu(img: &Array2<f32>) -> Option<f32> {
     v.sort_unstable_by(f32::total_cmp);
     let lo = v[v.len() / 200] as f64;
     let hi = v[v.len() - 1 - v.len() / 200] as f64;
-    if !(hi > lo) {
+    if hi <= lo {
         return None;
     }
     const BINS: usize = 256;
@@ -555,11 +555,12 @@ fn least_squares(samples: &[([f64; 6], f64)]) -> Option<[f64; 6]> {
             return None;
         }
         a.swap(col, pivot);
-        for row in 0..6 {
+        let pivot_row = a[col];
+        for (row, line) in a.iter_mut().enumerate() {
             if row != col {
-                let f = a[row][col] / a[col][col];
-                for k in col..7 {
-                    a[row][k] -= f * a[col][k];
+                let f = line[col] / pivot_row[col];
+                for (k, v) in line.iter_mut().enumerate().skip(col) {
+                    *v -= f * pivot_row[k];
                 }
             }
         }

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::SegmentError;
+use crate::process::segment_input::PAD_MULTIPLE;
 
 /// Environment variable naming the model file when `--model` is not given.
 pub const MODEL_ENV: &str = "LUMIQ_MODEL";
@@ -33,6 +34,12 @@ pub struct ManifestEntry {
     pub opset: u32,
     /// Probability at or above which a pixel is tumour.
     pub threshold: f32,
+    /// What the network outputs; the runtime takes "logits" (and applies the sigmoid).
+    #[serde(default)]
+    pub output_kind: Option<String>,
+    /// Sides the network accepts are multiples of this.
+    #[serde(default)]
+    pub pad_multiple: Option<usize>,
 }
 
 /// The entries of a manifest: `[[model]]` tables, a single `[model]` table, or the
@@ -40,7 +47,8 @@ pub struct ManifestEntry {
 fn entries(text: &str) -> Result<Vec<ManifestEntry>, String> {
     let value: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
     let parse = |v: toml::Value| -> Result<ManifestEntry, String> {
-        v.try_into().map_err(|e: toml::de::Error| e.message().to_string())
+        v.try_into()
+            .map_err(|e: toml::de::Error| e.message().to_string())
     };
     match value.get("model") {
         Some(toml::Value::Array(items)) => items.iter().cloned().map(parse).collect(),
@@ -88,7 +96,9 @@ pub fn manifest_entry(model_path: &Path) -> Result<(PathBuf, ManifestEntry), Seg
     })?;
     let parsed = entries(&text).map_err(|e| SegmentError::Manifest {
         path: manifest.clone(),
-        reason: format!("not a valid manifest ({e}); each model needs name, file, sha256, opset and threshold"),
+        reason: format!(
+            "not a valid manifest ({e}); each model needs name, file, sha256, opset and threshold"
+        ),
     })?;
     let file_name = model_path
         .file_name()
@@ -101,6 +111,27 @@ pub fn manifest_entry(model_path: &Path) -> Result<(PathBuf, ManifestEntry), Seg
             path: manifest.clone(),
             reason: format!("no model entry with file = {file_name:?}; add the model's entry (name, file, sha256, opset, threshold) or pass a model the manifest lists"),
         })?;
+    if let Some(kind) = entry.output_kind.as_deref().filter(|k| *k != "logits") {
+        return Err(SegmentError::Manifest {
+            path: manifest,
+            reason: format!(
+                "model {:?}: output_kind = {kind:?}; this runtime applies the sigmoid to logits: export the network without its final sigmoid and write output_kind = \"logits\"",
+                entry.name
+            ),
+        });
+    }
+    if let Some(p) = entry
+        .pad_multiple
+        .filter(|&p| p == 0 || PAD_MULTIPLE % p != 0)
+    {
+        return Err(SegmentError::Manifest {
+            path: manifest,
+            reason: format!(
+                "model {:?}: pad_multiple = {p} does not divide the input contract's {PAD_MULTIPLE} (src/process/segment_input.rs); retrain for it or change the contract",
+                entry.name
+            ),
+        });
+    }
     if !(entry.threshold > 0.0 && entry.threshold < 1.0) {
         return Err(SegmentError::Manifest {
             path: manifest,

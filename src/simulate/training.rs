@@ -501,7 +501,7 @@ pub fn generate_frame(profile: Profile, seed: u64, index: u64) -> TrainingFrame 
         &quantification.variance,
         block,
     );
-    let labels = truth_labels(&own_images, block);
+    let labels = truth_labels(&own_images, (n, n), block);
     let (rows, cols) = input.dim();
     let (classical_found, classical_false_positives) =
         match_regions(&quantification.detection_labels, &labels, block, tumours.len());
