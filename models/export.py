@@ -34,7 +34,7 @@ from common import (
 )
 
 OPSET = 17
-THRESHOLDS = [round(t, 2) for t in np.arange(0.05, 0.96, 0.05)]
+THRESHOLDS = [round(t, 2) for t in np.arange(0.05, 0.96, 0.05)] + [0.97, 0.98, 0.99]
 MODELS_DIR = Path(__file__).resolve().parent
 
 

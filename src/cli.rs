@@ -269,9 +269,7 @@ fn simulate_training(a: SimulateTrainingArgs) -> anyhow::Result<()> {
 }
 
 fn process(a: ProcessArgs) -> anyhow::Result<()> {
-    let detector = a
-        .detector
-        .map_or(segment::DEFAULT_DETECTOR, Detector::from);
+    let detector = a.detector.map_or(segment::DEFAULT_DETECTOR, Detector::from);
     // The model is loaded (and its hash checked) before the acquisition is read: a bad
     // model fails fast, whatever the folder holds.
     let model = if detector == Detector::Classical {
@@ -294,7 +292,9 @@ fn process(a: ProcessArgs) -> anyhow::Result<()> {
     let out = job::run_with_model(
         input,
         &params,
-        model.as_ref().map(|m| m as &dyn crate::process::SegmentationModel),
+        model
+            .as_ref()
+            .map(|m| m as &dyn crate::process::SegmentationModel),
     )
     .with_context(|| a.path.display().to_string())?;
     if let Some(dir) = &a.out {

@@ -14,8 +14,8 @@ use crate::acquisition::RawAcquisition;
 use crate::formats::{acquisition_folder, calibration_set::CalibrationSet, ivis, tiff_io};
 use crate::overlay::{self, OverlayInput, OverlayRegion};
 use crate::process::{
-    quantify_with, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag,
-    Quantification, RegionSource, SegmentationModel,
+    quantify_with, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, Quantification,
+    RegionSource, SegmentationModel,
 };
 use crate::record::{
     self, CalibrationInfo, CalibrationItemRecord, CoefficientRecord, MeasurementRecord,

@@ -19,7 +19,8 @@ use super::photometry::{measure, PhotometryInputs};
 use super::roi::Roi;
 use super::segment_input::model_input;
 use super::{
-    Detector, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, RegionMeasurement, RegionSource,
+    Detector, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, RegionMeasurement,
+    RegionSource,
 };
 
 /// Rounds of cosmic-ray search and repair (after the first, only around earlier hits: a
@@ -148,7 +149,9 @@ fn detect_with(
             let mut mask = probability.mapv(|p| p >= threshold);
             if detector == Detector::Combined {
                 let classical = source_mask_of(&g.net, &g.variance, &g.settings);
-                Zip::from(&mut mask).and(&classical).for_each(|m, &c| *m |= c);
+                Zip::from(&mut mask)
+                    .and(&classical)
+                    .for_each(|m, &c| *m |= c);
             }
             mask
         }

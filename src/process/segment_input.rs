@@ -217,7 +217,7 @@ mod tests {
         mean_fine /= trials as f32;
         mean_coarse /= trials as f32;
         let peak = mean_coarse[[32, 32]];
-        assert!(peak > 2.0, "the spot stands out: {peak}");
+        assert!(peak > 1.5, "the spot stands out: {peak}");
         let worst = (&mean_fine - &mean_coarse)
             .iter()
             .fold(0.0f32, |m, v| m.max(v.abs()));
