@@ -1,6 +1,6 @@
 """Train the tumour segmentation network on frames from `lumiq simulate-training`.
 
-    python train.py --data data/train --steps 4000 --out runs/v1
+    python train.py --data data/train --steps 2000 --out runs/tumour-seg-v1
 
 Every tenth frame (index % 10 == 0) is the validation split, never trained on. Random
 128 x 128 crops (frames smaller than a crop are zero-padded, as the runtime pads), the 8
@@ -64,10 +64,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--ignore-snr", type=float, default=2.5)
     ap.add_argument("--seed", type=int, default=20261127)
     ap.add_argument("--widths", type=str, default="4,8,16,32")

@@ -9,7 +9,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 root="$(dirname "$here")"
 FRAMES="${FRAMES:-3000}"
 DATA_SEED="${DATA_SEED:-1}"
-STEPS="${STEPS:-2400}"
+STEPS="${STEPS:-2000}"
 NAME="${NAME:-tumour-seg-v1}"
 cd "$root"
 cargo build --release --quiet

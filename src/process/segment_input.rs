@@ -265,7 +265,10 @@ mod tests {
         assert_eq!(labels[[0, 0]], 0);
         // Half-maximum footprint: radius √(2 ln 2)·σ = 4.7 fine px = 2.35 working px.
         let count1 = labels.iter().filter(|&&l| l == 1).count();
-        assert!((12..=24).contains(&count1), "footprint of the first: {count1}");
+        assert!(
+            (12..=24).contains(&count1),
+            "footprint of the first: {count1}"
+        );
         let mask = truth_mask(&[a, b], (n, n), 2);
         assert!(mask[[20, 15]] && mask[[22, 22]] && !mask[[0, 0]]);
         // No tumour: an empty mask of the working grid's shape.

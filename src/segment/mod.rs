@@ -220,7 +220,18 @@ impl TractSegmenter {
                 "the input holds NaN or infinite values".into(),
             ));
         }
-        tiling::run_tiled(input, &self.layout, |tile| self.run_pass(tile))
+        let run = || tiling::run_tiled(input, &self.layout, |tile| self.run_pass(tile));
+        // Design: tract keeps per-thread state while its pool works. Entered from a worker
+        // of another rayon pool (a caller's par_iter), the waiting worker would steal that
+        // pool's next job, which may enter tract again on the same thread and find the
+        // state borrowed. Such callers get a plain thread for the inference.
+        if rayon::current_thread_index().is_some() {
+            std::thread::scope(|s| s.spawn(run).join()).unwrap_or_else(|panic| {
+                std::panic::resume_unwind(panic);
+            })
+        } else {
+            run()
+        }
     }
 
     /// One inference on an input whose sides the model accepts as they are (multiples of

@@ -37,9 +37,7 @@ use super::instrument::{Instrument, ReadoutSpec};
 use super::scene::{render_tumour, SceneSpec, SimulatedAcquisition, TrueMouse, TrueTumour, Truth};
 use crate::acquisition::AcquisitionMeta;
 use crate::process::segment_input::{model_input, truth_labels, working_block_for};
-use crate::process::{
-    quantify, FrameCalibration, FrameGeometry, ProcessingParams, Quantification,
-};
+use crate::process::{quantify, FrameCalibration, FrameGeometry, ProcessingParams, Quantification};
 
 /// Side of the full (unbinned) sensor the frames are cropped from, pixels.
 const FULL_SENSOR_PX: usize = 2048;
@@ -290,9 +288,7 @@ pub fn generate_frame(profile: Profile, seed: u64, index: u64) -> TrainingFrame 
         sensor_px,
         pattern_seed: rng.random(),
         hot_pixel_fraction: log_uniform(&mut rng, (5.0e-5, 1.0e-3)),
-        bad_column: rng
-            .random_bool(0.5)
-            .then(|| rng.random_range(0..sensor_px)),
+        bad_column: rng.random_bool(0.5).then(|| rng.random_range(0..sensor_px)),
         cosmic_rate_per_cm2_s: reference.cosmic_rate_per_cm2_s
             * uniform(&mut rng, ranges.cosmic_rate_factor),
         // The crop keeps the full field's radiometry: C(fov of the crop) = C(full fov).
@@ -333,15 +329,13 @@ pub fn generate_frame(profile: Profile, seed: u64, index: u64) -> TrainingFrame 
         .iter()
         .map(|_| (rng.random_range(1.2..3.0), rng.random_range(2.0..5.0)))
         .collect();
-    let leak = rng
-        .random_bool(0.6)
-        .then(|| {
-            (
-                log_uniform(&mut rng, ranges.leak),
-                uniform(&mut rng, ranges.leak_length_cm),
-                rng.random_range(0..4u8),
-            )
-        });
+    let leak = rng.random_bool(0.6).then(|| {
+        (
+            log_uniform(&mut rng, ranges.leak),
+            uniform(&mut rng, ranges.leak_length_cm),
+            rng.random_range(0..4u8),
+        )
+    });
     let background_radiance = Array2::from_shape_fn((n, n), |(r, c)| {
         let x = (c as f64 + 0.5) * pixel_cm;
         let y = (r as f64 + 0.5) * pixel_cm;
@@ -445,7 +439,12 @@ pub fn generate_frame(profile: Profile, seed: u64, index: u64) -> TrainingFrame 
         let unit_e: Vec<(f32, f32)> = unit
             .indexed_iter()
             .filter(|(_, &v)| v > 0.0)
-            .map(|(p, &v)| ((v as f64 * e_per_radiance * vig[p] as f64) as f32, bg_var_e2[p]))
+            .map(|(p, &v)| {
+                (
+                    (v as f64 * e_per_radiance * vig[p] as f64) as f32,
+                    bg_var_e2[p],
+                )
+            })
             .collect();
         let flux = flux_for_snr(&unit_e, snr);
         unit.mapv_inplace(|v| (v as f64 * flux) as f32);
@@ -475,8 +474,13 @@ pub fn generate_frame(profile: Profile, seed: u64, index: u64) -> TrainingFrame 
     // The calibration, with what real ones get wrong: some hot pixels missing from the
     // defect map, dark charge scaled for a slightly different temperature.
     let dark_temp_error = uniform(&mut rng, ranges.dark_temp_error_c);
-    let mut calibration =
-        inst.ideal_calibration(binning, exposure_s, sensor_temp_c + dark_temp_error, fov_cm, f_number);
+    let mut calibration = inst.ideal_calibration(
+        binning,
+        exposure_s,
+        sensor_temp_c + dark_temp_error,
+        fov_cm,
+        f_number,
+    );
     let missed = uniform(&mut rng, ranges.missed_hot_fraction);
     let bad_cols: Vec<usize> = inst
         .bad_column
@@ -503,8 +507,12 @@ pub fn generate_frame(profile: Profile, seed: u64, index: u64) -> TrainingFrame 
     );
     let labels = truth_labels(&own_images, (n, n), block);
     let (rows, cols) = input.dim();
-    let (classical_found, classical_false_positives) =
-        match_regions(&quantification.detection_labels, &labels, block, tumours.len());
+    let (classical_found, classical_false_positives) = match_regions(
+        &quantification.detection_labels,
+        &labels,
+        block,
+        tumours.len(),
+    );
     let records: Vec<TumourRecord> = tumours
         .iter()
         .enumerate()
@@ -618,10 +626,7 @@ pub fn match_regions(
         if l == 0 {
             continue;
         }
-        let t = truth_work
-            .get((r / block, c / block))
-            .copied()
-            .unwrap_or(0) as usize;
+        let t = truth_work.get((r / block, c / block)).copied().unwrap_or(0) as usize;
         if t > 0 {
             region_hit[l as usize] = true;
             if let Some(f) = found.get_mut(t - 1) {
@@ -631,10 +636,7 @@ pub fn match_regions(
     }
     let present: std::collections::BTreeSet<u32> =
         regions_full.iter().copied().filter(|&l| l > 0).collect();
-    let false_positives = present
-        .iter()
-        .filter(|&&l| !region_hit[l as usize])
-        .count();
+    let false_positives = present.iter().filter(|&&l| !region_hit[l as usize]).count();
     (found, false_positives)
 }
 
@@ -765,7 +767,11 @@ mod tests {
             assert_eq!(f.input.dim(), f.labels.dim());
             assert_eq!((f.info.rows, f.info.cols), f.input.dim());
             for t in &f.info.tumours {
-                assert!(t.label_pixels >= 1, "tumour {} has no label pixels", t.label);
+                assert!(
+                    t.label_pixels >= 1,
+                    "tumour {} has no label pixels",
+                    t.label
+                );
                 let r = t.snr;
                 assert!((1.5..=1000.0).contains(&r));
                 // A bright, isolated tumour stands out in the input at its peak.
@@ -794,4 +800,3 @@ mod tests {
         assert_eq!(last, 14.0);
     }
 }
-

@@ -1,0 +1,55 @@
+//! Benchmark of subject finding (`process::subjects::locate_subjects`) on the simulator's
+//! hardest five-mouse photographs (two touching pairs, tails, LED light falling to about a
+//! third across the stage): run with `cargo bench --bench subjects`. It runs once per
+//! record (`record::build`), beside the luminescent chain.
+//!
+//! Budget: well under the luminescent chain's time for the same acquisition
+//! (`quantify/256x256_bin8` in `benches/quantify.rs` for the binning-8 case), so naming
+//! the subjects never dominates a record. Not enforced here: benchmarks are measurements.
+//!
+//! - `locate/photo_512_bin4`: the photograph of a binning-8 acquisition (512², 0.044 cm
+//!   pixels), segmented at full resolution.
+//! - `locate/photo_1024_bin2`: the photograph of a binning-4 acquisition (1024²), averaged
+//!   in 2 × 2 blocks first (`SubjectSettings::working_pixel_cm`).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use lumiq::process::subjects::{locate_subjects, SubjectSettings};
+use lumiq::simulate::{simulate_acquisition, Instrument, SceneSpec};
+
+fn bench(c: &mut Criterion) {
+    let inst = Instrument::default();
+    let settings = SubjectSettings::default();
+    let mut group = c.benchmark_group("locate");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(5));
+    for (name, binning) in [("photo_512_bin4", 8u32), ("photo_1024_bin2", 4)] {
+        let spec = SceneSpec {
+            seed: 7,
+            binning,
+            touching_mice: true,
+            tails: true,
+            photo_unevenness: 0.6,
+            ..SceneSpec::default()
+        };
+        let sim = simulate_acquisition(&inst, &spec);
+        let photo = sim.photograph_adu.expect("a photograph").mapv(f32::from);
+        assert_eq!(
+            locate_subjects(&photo, spec.fov_cm, &settings)
+                .subjects
+                .len(),
+            5
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| locate_subjects(black_box(&photo), spec.fov_cm, &settings))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
