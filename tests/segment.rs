@@ -259,15 +259,32 @@ fn the_default_detector_measures_bright_tumours_within_two_percent() {
 
 #[test]
 fn the_model_finds_regions_through_the_same_photometry() {
-    // On one frame the model's and the classical detector's regions on the same bright
-    // tumour are measured by the same photometry: their fluxes agree closely.
+    // On one acquisition the model's and the classical detector's regions on the same
+    // bright tumour are measured by the same photometry: their fluxes agree closely.
     let seg = load();
-    let f = generate_frame(Profile::Heldout, 31, 2);
+    let inst = Instrument::default();
+    let spec = SceneSpec {
+        seed: 321,
+        ..SceneSpec::default()
+    };
+    let sim = simulate_acquisition(&inst, &spec);
+    let cal = inst.ideal_calibration(
+        spec.binning,
+        spec.exposure_s,
+        spec.sensor_temp_c,
+        spec.fov_cm,
+        spec.f_number,
+    );
+    let geom = FrameGeometry {
+        exposure_s: spec.exposure_s,
+        binning: spec.binning,
+        fov_cm: spec.fov_cm,
+    };
     let run = |detector| {
         quantify_with(
-            &f.sim.luminescent_adu,
-            &f.calibration,
-            &f.geometry,
+            &sim.luminescent_adu,
+            &cal,
+            &geom,
             &[],
             &ProcessingParams {
                 detector,
@@ -281,18 +298,28 @@ fn the_model_finds_regions_through_the_same_photometry() {
     let model = run(Detector::Model);
     assert!(classical.model.is_none());
     assert_eq!(model.model.as_ref().unwrap().sha256, seg.identity().sha256);
-    let mc = common::match_truth(&classical, &f.sim.truth);
-    let mm = common::match_truth(&model, &f.sim.truth);
+    let mc = common::match_truth(&classical, &sim.truth);
+    let mm = common::match_truth(&model, &sim.truth);
     let mut compared = 0;
-    for ((info, a), b) in f.info.tumours.iter().zip(&mc).zip(&mm) {
-        if let (Some(a), Some(b), true) = (a, b, info.snr >= 50.0 && !info.touching) {
+    for (a, b) in mc.iter().zip(&mm) {
+        if let (Some(a), Some(b)) = (a, b) {
+            if classical.regions[*a].snr < 50.0 {
+                continue;
+            }
             let fa = classical.regions[*a].total_flux.value;
             let fb = model.regions[*b].total_flux.value;
-            assert!((fa - fb).abs() / fa < 0.03, "{fa} vs {fb}");
+            let sigma = classical.regions[*a].total_flux.components.statistical();
+            assert!(
+                (fa - fb).abs() < 0.02 * fa + 3.0 * sigma,
+                "classical {fa} vs model {fb} (σ {sigma})"
+            );
             compared += 1;
         }
     }
-    assert!(compared > 0, "no bright isolated tumour on the frame");
+    assert!(
+        compared >= 3,
+        "only {compared} bright tumours found by both"
+    );
 }
 
 fn lumiq(args: &[&str]) -> Output {

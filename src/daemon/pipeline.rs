@@ -414,9 +414,7 @@ fn commit_one(shared: &Shared, p: Processed) {
             }
         }
     };
-    if let Err(e) = shared.archive.finish(&p.staging, Utc::now()) {
-        tracing::error!("acquisition {id} (seq {seq}) committed but not archived: {e}");
-    }
+    // The status first (the publisher may get the PUBACK before the archive's fsyncs end).
     let brightest = p
         .record
         .regions
@@ -432,7 +430,7 @@ fn commit_one(shared: &Shared, p: Processed) {
         p.record.regions.len()
     );
     shared.finish_acquisition(LastAcquisition {
-        id,
+        id: id.clone(),
         outcome: "committed".into(),
         acquired_at: Some(p.record.acquired_at.clone()),
         finished_at: crate::delivery::wire::rfc3339(Utc::now()),
@@ -443,6 +441,9 @@ fn commit_one(shared: &Shared, p: Processed) {
         brightest_net_flux: brightest,
         error: None,
     });
+    if let Err(e) = shared.archive.finish(&p.staging, Utc::now()) {
+        tracing::error!("acquisition {id} (seq {seq}) committed but not archived: {e}");
+    }
 }
 
 /// Publish an acquisition failure as an event (best effort).

@@ -30,7 +30,7 @@ pub use tiling::TileLayout;
 
 /// The detector `lumiq process` and the daemon use when none is chosen: the winner of
 /// `lumiq eval` on the held-out set (models/README.md, "Evaluation").
-pub const DEFAULT_DETECTOR: Detector = Detector::Classical;
+pub const DEFAULT_DETECTOR: Detector = Detector::Model;
 
 /// Working grids up to this side (after padding) run in one pass; larger ones are tiled
 /// with tiles of this side.

@@ -151,8 +151,8 @@ pub struct TumourRecord {
     pub touching: bool,
     /// Working-grid pixels in its label.
     pub label_pixels: usize,
-    /// The classical detector (`quantify`, default parameters) has a region covering at
-    /// least one of its label pixels.
+    /// The classical detector (`quantify`, default parameters) found it: one of its
+    /// regions covers this tumour's centre pixel and no brighter tumour's ([`match_regions`]).
     pub classical_found: bool,
 }
 
@@ -176,7 +176,7 @@ pub struct FrameInfo {
     pub cols: usize,
     pub mice: usize,
     pub tumours: Vec<TumourRecord>,
-    /// Regions of the classical detector that cover no tumour's label pixel.
+    /// Regions of the classical detector that found no tumour ([`match_regions`]).
     pub classical_false_positives: usize,
 }
 
@@ -507,12 +507,12 @@ pub fn generate_frame(profile: Profile, seed: u64, index: u64) -> TrainingFrame 
     );
     let labels = truth_labels(&own_images, (n, n), block);
     let (rows, cols) = input.dim();
-    let (classical_found, classical_false_positives) = match_regions(
-        &quantification.detection_labels,
-        &labels,
-        block,
-        tumours.len(),
-    );
+    let centres: Vec<([f64; 2], f64)> = tumours
+        .iter()
+        .map(|t| (t.centre_px, t.total_flux))
+        .collect();
+    let (classical_found, classical_false_positives) =
+        match_regions(&quantification.detection_labels, &centres);
     let records: Vec<TumourRecord> = tumours
         .iter()
         .enumerate()
@@ -610,33 +610,42 @@ pub fn generate_frame(profile: Profile, seed: u64, index: u64) -> TrainingFrame 
 }
 
 /// Match detected regions (full grid, 0 or a 1-based region label) with true tumours
-/// (working grid, 0 or a 1-based tumour label): a tumour is found when a region covers at
-/// least one of its pixels; a region that covers no tumour is a false positive. Returns
-/// (found per tumour, false positives).
+/// (centres on the full grid, [x, y] pixels, and total fluxes): a region finds the
+/// brightest tumour whose centre pixel it covers; a region that finds none is a false
+/// positive (the rule `lumiq eval` uses). Returns (found per tumour, false positives).
 pub fn match_regions(
     regions_full: &Array2<u32>,
-    truth_work: &Array2<u32>,
-    block: usize,
-    tumours: usize,
+    tumours: &[([f64; 2], f64)],
 ) -> (Vec<bool>, usize) {
-    let n_regions = regions_full.iter().copied().max().unwrap_or(0) as usize;
-    let mut found = vec![false; tumours];
-    let mut region_hit = vec![false; n_regions + 1];
-    for ((r, c), &l) in regions_full.indexed_iter() {
+    let (rows, cols) = regions_full.dim();
+    let at: Vec<u32> = tumours
+        .iter()
+        .map(|&([x, y], _)| {
+            let (c, r) = (x.floor(), y.floor());
+            if r < 0.0 || c < 0.0 || r as usize >= rows || c as usize >= cols {
+                0
+            } else {
+                regions_full[[r as usize, c as usize]]
+            }
+        })
+        .collect();
+    let mut credited: std::collections::BTreeMap<u32, usize> = std::collections::BTreeMap::new();
+    for (i, &l) in at.iter().enumerate() {
         if l == 0 {
             continue;
         }
-        let t = truth_work.get((r / block, c / block)).copied().unwrap_or(0) as usize;
-        if t > 0 {
-            region_hit[l as usize] = true;
-            if let Some(f) = found.get_mut(t - 1) {
-                *f = true;
-            }
+        let e = credited.entry(l).or_insert(i);
+        if tumours[i].1 > tumours[*e].1 {
+            *e = i;
         }
+    }
+    let mut found = vec![false; tumours.len()];
+    for &i in credited.values() {
+        found[i] = true;
     }
     let present: std::collections::BTreeSet<u32> =
         regions_full.iter().copied().filter(|&l| l > 0).collect();
-    let false_positives = present.iter().filter(|&&l| !region_hit[l as usize]).count();
+    let false_positives = present.iter().filter(|l| !credited.contains_key(l)).count();
     (found, false_positives)
 }
 
@@ -784,6 +793,21 @@ mod tests {
             }
         }
         assert!(checked > 0, "no bright tumour among the frames checked");
+    }
+
+    #[test]
+    fn a_region_finds_only_the_brightest_tumour_whose_centre_it_covers() {
+        let mut regions = Array2::<u32>::zeros((10, 10));
+        for r in 0..4 {
+            for c in 0..4 {
+                regions[[r, c]] = 1;
+            }
+        }
+        regions[[8, 8]] = 2;
+        let tumours = [([1.5, 1.5], 10.0), ([3.2, 2.9], 50.0), ([6.5, 6.5], 5.0)];
+        let (found, fp) = match_regions(&regions, &tumours);
+        assert_eq!(found, vec![false, true, false]);
+        assert_eq!(fp, 1, "region 2 covers no centre");
     }
 
     #[test]
