@@ -90,6 +90,24 @@ fn ms_between(a: &str, b: &str) -> f64 {
     (b - a).num_microseconds().unwrap() as f64 / 1000.0
 }
 
+/// `archive/<day>/<id>/record.json` (the folder is renamed into place right after the commit).
+fn find_record(archive: &Path, id: &str) -> PathBuf {
+    let t0 = Instant::now();
+    loop {
+        for day in std::fs::read_dir(archive).unwrap().filter_map(|d| d.ok()) {
+            let p = day.path().join(id).join("record.json");
+            if p.is_file() {
+                return p;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no archive folder for {id}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[(((sorted.len() - 1) as f64) * p).round() as usize]
 }
@@ -233,12 +251,7 @@ fn main() {
         };
         let last = &v["last_acquisition"];
         if i == 0 {
-            let rec = std::fs::read_dir(tmp.join("state/archive"))
-                .unwrap()
-                .filter_map(|d| d.ok())
-                .find(|d| d.file_name().to_string_lossy().starts_with("20"))
-                .map(|d| d.path().join(&id).join("record.json"))
-                .unwrap();
+            let rec = find_record(&tmp.join("state/archive"), &id);
             let r: Value = serde_json::from_str(&std::fs::read_to_string(rec).unwrap()).unwrap();
             processed_frame = format!(
                 "{}×{} px at binning {}",

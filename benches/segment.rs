@@ -1,6 +1,7 @@
 //! Inference time of the tumour-segmentation model with tract: one pass of the optimised
 //! plan on a 512² and a 1024² input (the plan is built before timing, as the daemon builds
-//! it once per frame size), plus the whole `TractSegmenter::run` on the 256² working grid
+//! it once per frame size), on one thread per core (`tract_N`) and on one thread
+//! (`tract_N_1thread`), plus the whole `TractSegmenter::run` on the 256² working grid
 //! the simulated instrument's frames give at every binning. Run alone with
 //! `cargo bench --bench segment`; `benches/segment/run.sh` runs it and onnxruntime on the
 //! same model in the same run and prints the ratio. Results: BENCHMARKS.md.
@@ -37,12 +38,19 @@ fn tract(c: &mut Criterion) {
     let mut g = c.benchmark_group("segment");
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(8));
+    let single = TractSegmenter::load(&path)
+        .expect("the model loads")
+        .with_threads(1);
     for side in [512usize, 1024] {
         let x = input(side);
         let x3 = x.view().insert_axis(ndarray::Axis(0));
         seg.run_pass(x3).expect("warm-up pass");
         g.bench_function(format!("tract_{side}"), |b| {
             b.iter(|| seg.run_pass(black_box(x3)).unwrap())
+        });
+        single.run_pass(x3).expect("warm-up pass");
+        g.bench_function(format!("tract_{side}_1thread"), |b| {
+            b.iter(|| single.run_pass(black_box(x3)).unwrap())
         });
     }
     let x = input(256);

@@ -126,19 +126,24 @@ def label_components(mask: np.ndarray):
     return ndimage.label(mask, structure=np.ones((3, 3), dtype=int))
 
 
-def match(pred_mask: np.ndarray, lab: np.ndarray, n_tumours: int):
-    """A tumour is found when a predicted component covers one of its label pixels; a
-    component covering no tumour is a false positive (the rule of
-    simulate::training::match_regions)."""
+def match(pred_mask: np.ndarray, info: dict):
+    """A predicted component finds the brightest tumour whose centre pixel it covers; a
+    component that finds none is a false positive (the rule of
+    simulate::training::match_regions and `lumiq eval`, on the working grid)."""
     comps, n = label_components(pred_mask)
-    found = np.zeros(n_tumours, dtype=bool)
-    hit = np.zeros(n + 1, dtype=bool)
-    both = (comps > 0) & (lab > 0)
-    for comp, t in zip(comps[both], lab[both]):
-        hit[comp] = True
-        found[t - 1] = True
-    fp = int(n - hit[1:].sum())
-    return found, fp
+    tumours = info["tumours"]
+    rows, cols = pred_mask.shape
+    credited = {}
+    for i, t in enumerate(tumours):
+        c, r = (int(np.floor(v)) for v in t["centre_work_px"])
+        if 0 <= r < rows and 0 <= c < cols and comps[r, c] > 0:
+            k = comps[r, c]
+            if k not in credited or t["total_flux"] > tumours[credited[k]]["total_flux"]:
+                credited[k] = i
+    found = np.zeros(len(tumours), dtype=bool)
+    for i in credited.values():
+        found[i] = True
+    return found, int(n - len(credited))
 
 
 SNR_BINS = [(1.0, 2.0), (2.0, 3.0), (3.0, 5.0), (5.0, 10.0), (10.0, 20.0), (20.0, 100.0), (100.0, 1e9)]
@@ -151,7 +156,7 @@ def object_metrics(frames, probs, threshold: float):
     fp_model = 0
     fp_classical = 0
     for (x, lab, info), p in zip(frames, probs):
-        found, fp = match(p > threshold, lab, len(info["tumours"]))
+        found, fp = match(p > threshold, info)
         fp_model += fp
         fp_classical += info["classical_false_positives"]
         for t, f in zip(info["tumours"], found):

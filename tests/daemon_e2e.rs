@@ -356,13 +356,10 @@ fn acquire_status_stop_kill_and_resume() {
         Duration::from_secs(20),
         "the command_rejected event",
         || {
-            tally(&schemas, &published(&sub))
-                .events
-                .iter()
-                .any(|e| {
-                    e["code"] == "command_rejected"
-                        && e["message"].as_str().unwrap().contains("unknown field")
-                })
+            tally(&schemas, &published(&sub)).events.iter().any(|e| {
+                e["code"] == "command_rejected"
+                    && e["message"].as_str().unwrap().contains("unknown field")
+            })
         },
     );
     publish(r#"{"study_id":"LIMS-STUDY","subject_ids":["L1","L2"],"acquire":true}"#);

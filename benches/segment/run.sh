@@ -43,13 +43,16 @@ def tract_median(name):
     return est["median"]["point_estimate"] / 1e9
 print(f"model {model} ({os.path.getsize(model)} bytes); {os.cpu_count()} cpus; "
       f"load average {load_before} before, {load_after} after; onnxruntime {ort_def['onnxruntime']}")
-print(f"{'input':<8}{'tract (ms)':>12}{'ort default (ms)':>18}{'ort 1 thread (ms)':>19}{'tract/ort':>11}  goal")
+print("median time of one inference, ms (threads: all cores / one)")
+print(f"{'input':<8}{'tract':>9}{'ort':>9}{'ratio':>8}{'tract 1t':>10}{'ort 1t':>9}{'ratio':>8}  goal")
 for n in ("512", "1024"):
-    t = tract_median(f"tract_{n}")
+    t, t1 = tract_median(f"tract_{n}"), tract_median(f"tract_{n}_1thread")
     o = ort_def["results"][n]["median_s"]
     o1 = ort_one["results"][n]["median_s"]
-    ratio = t / o
-    goal = "ratio <= 1.2" + (" and <= 50 ms" if n == "512" else "")
-    met = ratio <= 1.2 and (n != "512" or t <= 0.050)
-    print(f"{n + '²':<8}{t * 1e3:>12.1f}{o * 1e3:>18.1f}{o1 * 1e3:>19.1f}{ratio:>10.2f}x  {goal}: {'met' if met else 'MISSED'}")
+    best_t, best_o = min(t, t1), min(o, o1)
+    ratio = best_t / best_o
+    goal = "best tract <= 1.2x best ort" + (" and <= 50 ms" if n == "512" else "")
+    met = ratio <= 1.2 and (n != "512" or best_t <= 0.050)
+    print(f"{n + '²':<8}{t * 1e3:>9.1f}{o * 1e3:>9.1f}{t / o:>7.2f}x{t1 * 1e3:>10.1f}{o1 * 1e3:>9.1f}{t1 / o1:>7.2f}x"
+          f"  {goal}: {ratio:.2f}x, {best_t * 1e3:.1f} ms: {'met' if met else 'MISSED'}")
 PYEOF

@@ -4,8 +4,10 @@
 //! LIMS would.
 //!
 //! - Broker: the `[broker]` of `--config` when it has one; otherwise `mosquitto` from `PATH`
-//!   (or `/usr/sbin/mosquitto`) started on a free local port for the demo's lifetime. There is
-//!   no broker inside the binary (see the `demo-broker` note in BENCHMARKS.md/README).
+//!   (or `/usr/sbin/mosquitto`) started on a free local port for the demo's lifetime; a clear
+//!   error when neither exists. Design: no broker is compiled into the binary — the
+//!   embeddable rumqttd has no shutdown API and brings a second copy of axum, hyper and
+//!   rustls; Mosquitto is what labs run anyway.
 //! - Output: every record envelope received from the broker is printed on stdout as one JSON
 //!   line (first copy of each `measurement_id` only); logs and the final status table go to
 //!   stderr. With `--acquisitions N` the demo stops by itself after N records, exit 0;

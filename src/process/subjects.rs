@@ -454,9 +454,9 @@ fn otsu(img: &Array2<f32>) -> Option<f32> {
     if v.len() < 16 {
         return None;
     }
-    v.sort_unstable_by(f32::total_cmp);
-    let lo = v[v.len() / 200] as f64;
-    let hi = v[v.len() - 1 - v.len() / 200] as f64;
+    let (k_lo, k_hi) = (v.len() / 200, v.len() - 1 - v.len() / 200);
+    let hi = *v.select_nth_unstable_by(k_hi, f32::total_cmp).1 as f64;
+    let lo = *v[..k_hi].select_nth_unstable_by(k_lo, f32::total_cmp).1 as f64;
     if hi <= lo {
         return None;
     }

@@ -136,11 +136,6 @@ impl TractSegmenter {
                 ))
             })?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let executor = if threads > 1 {
-            tract_linalg::multithread::Executor::multithread_with_name(threads, "lumiq-tract")
-        } else {
-            tract_linalg::multithread::Executor::SingleThread
-        };
         Ok(TractSegmenter {
             identity: ModelIdentity {
                 name: entry.name,
@@ -153,11 +148,18 @@ impl TractSegmenter {
             channels,
             layout: DEFAULT_LAYOUT,
             options: RunOptions {
-                executor: Some(executor),
+                executor: Some(executor(threads)),
                 ..RunOptions::default()
             },
             plans: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Run inference on `threads` threads (default: one per core).
+    pub fn with_threads(mut self, threads: usize) -> TractSegmenter {
+        self.options.executor = Some(executor(threads));
+        self.plans.lock().expect("plan cache").clear();
+        self
     }
 
     /// Use another padding and tiling layout (tests use small tiles).
@@ -276,6 +278,15 @@ impl TractSegmenter {
             .map_err(err)?;
         plans.insert((rows, cols), plan.clone());
         Ok(plan)
+    }
+}
+
+/// tract's executor for `threads` threads (its own pool when more than one).
+fn executor(threads: usize) -> tract_linalg::multithread::Executor {
+    if threads > 1 {
+        tract_linalg::multithread::Executor::multithread_with_name(threads, "lumiq-tract")
+    } else {
+        tract_linalg::multithread::Executor::SingleThread
     }
 }
 
