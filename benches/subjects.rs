@@ -3,9 +3,12 @@
 //! third across the stage): run with `cargo bench --bench subjects`. It runs once per
 //! record (`record::build`), beside the luminescent chain.
 //!
-//! Budget: well under the luminescent chain's time for the same acquisition
-//! (`quantify/256x256_bin8` in `benches/quantify.rs` for the binning-8 case), so naming
-//! the subjects never dominates a record. Not enforced here: benchmarks are measurements.
+//! Budget: 100 ms per photograph on this 2-core machine (it runs once per acquisition,
+//! and acquisitions are minutes apart). Measured 88–101 ms at 512² and 117–137 ms at
+//! 1024² while other builds shared the cores (BENCHMARKS.md): several times the
+//! binning-8 luminescent chain (`quantify/256x256_bin8`). The way to cut it is a coarser
+//! working grid (`SubjectSettings::working_pixel_cm`), at the cost of the touching-pair
+//! split's margin. Not enforced here: benchmarks are measurements.
 //!
 //! - `locate/photo_512_bin4`: the photograph of a binning-8 acquisition (512², 0.044 cm
 //!   pixels), segmented at full resolution.

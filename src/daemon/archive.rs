@@ -13,8 +13,8 @@
 //!   the record: retention deletes only folders that have it.
 //!
 //! Recovery at start ([`Archive::recover`]): a staging folder with a readable `record.json`
-//! is committed (commits are idempotent by id) and finished; one with only the raw
-//! acquisition is processed again (its id, hence its record's id, is kept); anything else
+//! and every output (`.outputs-complete`) is committed (commits are idempotent by id) and
+//! finished; one with the raw acquisition but not all outputs is processed again (its id, hence its record's id, is kept); anything else
 //! (a crash while the raw frames were written) is removed. So a crash at any moment leaves
 //! no half-written acquisition folder and loses no acquisition that reached the disk.
 //!
@@ -39,6 +39,8 @@ pub const FAILED_DIR: &str = "failed";
 pub const DELIVERED_MARK: &str = ".delivered";
 pub const RECORD_FILE: &str = "record.json";
 pub const ERROR_FILE: &str = "error.txt";
+/// Written into a staging folder once every output of processing is on disk.
+pub const OUTPUTS_MARK: &str = ".outputs-complete";
 
 /// An archive I/O failure, naming the path and what to check.
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +193,8 @@ impl Archive {
             let record = std::fs::read_to_string(dir.join(RECORD_FILE))
                 .ok()
                 .and_then(|t| serde_json::from_str::<MeasurementRecord>(&t).ok())
-                .filter(|r| r.measurement_id.to_string() == id);
+                .filter(|r| r.measurement_id.to_string() == id)
+                .filter(|_| dir.join(OUTPUTS_MARK).is_file());
             if let Some(record) = record {
                 out.push(Leftover::Processed {
                     staging: dir,

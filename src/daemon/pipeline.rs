@@ -75,6 +75,9 @@ pub enum Work {
 #[derive(Debug)]
 pub struct Processed {
     pub staging: PathBuf,
+    /// Told whether the commit succeeded: the process stage, still writing the outputs,
+    /// then finishes the archive folder. `None`: the commit stage finishes it.
+    pub committed: Option<std::sync::mpsc::SyncSender<bool>>,
     pub captured_at: Option<DateTime<Utc>>,
     pub record: Box<MeasurementRecord>,
     pub trigger: String,
@@ -276,6 +279,7 @@ pub fn process_loop(
             Leftover::Processed { staging, record } => {
                 let _ = records.blocking_send(Processed {
                     staging,
+                    committed: None,
                     captured_at: None,
                     record,
                     trigger: "recovered".into(),
@@ -332,26 +336,36 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
         Work::Folder { id, staging } => (id.clone(), "recovered".into(), staging.clone(), None),
     };
     let cal = shared.calibration_dir.clone();
-    let r = (|| -> anyhow::Result<Box<MeasurementRecord>> {
+    let staged_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let mut quantify_ms = 0.0;
+    let r = (|| -> anyhow::Result<crate::job::JobOutput> {
+        let t1 = Instant::now();
         let input = crate::job::load(&staging, Some(&cal))?;
         let mut out = crate::job::run(input, &ProcessingParams::default())?;
+        quantify_ms = t1.elapsed().as_secs_f64() * 1000.0;
         // The acquisition id is the record's id: processing the same frames again (after a
         // crash) gives the same id, and the outbox and the LIMS deduplicate it.
         out.record.measurement_id = Uuid::parse_str(&id)?;
-        crate::job::write_outputs(&staging, &out)?;
-        Ok(Box::new(out.record))
+        Ok(out)
     })();
     match r {
-        Ok(record) => {
+        Ok(out) => {
+            // Design: the record goes to the commit stage (and on to the LIMS) before the
+            // outputs for people (maps, overlay: half the time on a 2048² frame) are
+            // written; the archive folder is finished only when both are done.
+            let record = Box::new(out.record.clone());
+            let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
             tracing::info!(
-                "acquisition {id} processed in {:.1} s: {} regions",
+                "acquisition {id} processed in {:.2} s (raw frames written {staged_ms:.0} ms, loaded and quantified {:.0} ms): {} regions",
                 t0.elapsed().as_secs_f64(),
+                quantify_ms,
                 record.regions.len()
             );
             shared.records_waiting.fetch_add(1, Ordering::SeqCst);
             if records
                 .blocking_send(Processed {
-                    staging,
+                    staging: staging.clone(),
+                    committed: Some(done_tx),
                     captured_at,
                     record,
                     trigger,
@@ -360,6 +374,33 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
             {
                 shared.records_waiting.fetch_sub(1, Ordering::SeqCst);
                 tracing::error!("acquisition {id}: the commit stage is gone; it stays in staging for the next start");
+                return;
+            }
+            let t2 = Instant::now();
+            let written = crate::job::write_outputs(&staging, &out).and_then(|()| {
+                let mark = staging.join(super::archive::OUTPUTS_MARK);
+                std::fs::write(&mark, b"")
+                    .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", mark.display()))
+            });
+            tracing::info!(
+                "acquisition {id}: outputs written in {:.0} ms",
+                t2.elapsed().as_secs_f64() * 1000.0
+            );
+            let committed = done_rx.recv().unwrap_or(false);
+            match (committed, written) {
+                (true, Ok(())) => {
+                    if let Err(e) = shared.archive.finish(&staging, Utc::now()) {
+                        tracing::error!("acquisition {id} committed but not archived: {e}");
+                    }
+                }
+                (true, Err(e)) => tracing::error!(
+                    "acquisition {id} committed, but its outputs could not be written ({e:#}); it stays in {} and is processed again at the next start",
+                    staging.display()
+                ),
+                (false, _) => tracing::error!(
+                    "acquisition {id} not committed; it stays in {} for the next start",
+                    staging.display()
+                ),
             }
         }
         Err(e) => {
@@ -410,6 +451,9 @@ fn commit_one(shared: &Shared, p: Processed) {
                     "acquisition {id}: not committed ({e}); it stays in {} and is committed at the next start",
                     p.staging.display()
                 );
+                if let Some(tx) = &p.committed {
+                    let _ = tx.send(false);
+                }
                 return;
             }
         }
@@ -441,8 +485,15 @@ fn commit_one(shared: &Shared, p: Processed) {
         brightest_net_flux: brightest,
         error: None,
     });
-    if let Err(e) = shared.archive.finish(&p.staging, Utc::now()) {
-        tracing::error!("acquisition {id} (seq {seq}) committed but not archived: {e}");
+    match &p.committed {
+        Some(tx) => {
+            let _ = tx.send(true);
+        }
+        None => {
+            if let Err(e) = shared.archive.finish(&p.staging, Utc::now()) {
+                tracing::error!("acquisition {id} (seq {seq}) committed but not archived: {e}");
+            }
+        }
     }
 }
 

@@ -218,12 +218,20 @@ mod tests {
         mean_coarse /= trials as f32;
         let peak = mean_coarse[[32, 32]];
         assert!(peak > 1.5, "the spot stands out: {peak}");
-        let worst = (&mean_fine - &mean_coarse)
-            .iter()
-            .fold(0.0f32, |m, v| m.max(v.abs()));
-        // Block averaging of a pixelated Gaussian differs from the coarse pixel's mean by a
-        // little at the peak; noise of a 200-frame mean is ~0.07.
-        assert!(worst < 0.3, "largest difference {worst} (peak {peak})");
+        // Pixel noise of a 200-frame mean of asinh(z) is ~0.06 in each map: compare
+        // averages, over the frame and over the spot's 3 × 3 core.
+        let diff = &mean_fine - &mean_coarse;
+        let mean_abs = diff.iter().map(|v| v.abs()).sum::<f32>() / diff.len() as f32;
+        assert!(mean_abs < 0.09, "mean |difference| {mean_abs}");
+        let core: f32 = (31..34)
+            .flat_map(|r| (31..34).map(move |c| (r, c)))
+            .map(|p| diff[p])
+            .sum::<f32>()
+            / 9.0;
+        assert!(
+            core.abs() < 0.1,
+            "difference at the spot {core} (peak {peak})"
+        );
     }
 
     #[test]
