@@ -127,7 +127,7 @@ sha256 = "{sha}"
 opset = {OPSET}
 input_name = "input"
 output_name = "output"
-# Output: logits, [1, 1, H, W]; sigmoid(logit) > threshold marks tumour pixels.
+# Output: logits, [1, 1, H, W]; sigmoid(logit) >= threshold marks tumour pixels.
 output_kind = "logits"
 threshold = {threshold}
 # Input: [1, 1, H, W] f32 on the detector's working grid, asinh(net / sigma); the exact
