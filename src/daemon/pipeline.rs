@@ -10,10 +10,12 @@
 //!   request asks for, and between requests watches the controller (start button, door) and
 //!   the camera (temperature, cooling lock). A capture leaves as an immutable `Arc` value.
 //! - **process** stages the raw acquisition folder in the archive, quantifies it with
-//!   [`crate::job`] (rayon inside, never on the async runtime) and writes the outputs.
-//! - **commit** commits the record to the outbox (fsync), then finishes the archive folder.
-//!   An outbox that refuses (full) is retried until it accepts: a processed record is never
-//!   dropped; status shows the retries.
+//!   [`crate::job`] (rayon inside, never on the async runtime), hands the record to commit,
+//!   writes the outputs (maps, overlay), and finishes the archive folder once the commit
+//!   stage says the record is committed.
+//! - **commit** commits the record to the outbox (fsync). An outbox that refuses (full) is
+//!   retried until it accepts: a processed record is never dropped; status shows the
+//!   retries.
 //!
 //! Shutdown: the acquire stage sees `stopping`, abandons its sequence through the cancel
 //! token (nothing half-written: the capture was only in memory) and exits, closing the
