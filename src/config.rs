@@ -37,6 +37,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::{self, BrokerConfig, OutboxConfig, TlsFiles, Topics};
+use crate::process::Detector;
 
 /// Prefix of the environment overrides.
 pub const ENV_PREFIX: &str = "LUMIQ";
@@ -57,6 +58,7 @@ pub const SECTIONS: &[&str] = &[
     "controller",
     "acquisition",
     "channels",
+    "processing",
     "logging",
 ];
 
@@ -91,6 +93,8 @@ pub struct Settings {
     pub acquisition: AcquisitionSettings,
     #[serde(default)]
     pub channels: ChannelSettings,
+    #[serde(default)]
+    pub processing: ProcessingSettings,
     #[serde(default)]
     pub logging: LoggingSettings,
     /// Where the settings came from (not part of the file).
@@ -315,6 +319,33 @@ impl LogFormat {
             LogFormat::Journald => "journald",
         }
     }
+}
+
+/// `[processing]`: how tumours are found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessingSettings {
+    /// `model`, `classical` or `combined`; default the evaluated winner
+    /// (`segment::DEFAULT_DETECTOR`, see models/README.md).
+    #[serde(default = "default_detector")]
+    pub detector: Detector,
+    /// The segmentation model file (its `manifest.toml` beside it); default `$LUMIQ_MODEL`,
+    /// else `models/` in the working directory, else `/usr/share/lumiq/models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
+}
+
+impl Default for ProcessingSettings {
+    fn default() -> Self {
+        ProcessingSettings {
+            detector: default_detector(),
+            model: None,
+        }
+    }
+}
+
+fn default_detector() -> Detector {
+    crate::segment::DEFAULT_DETECTOR
 }
 
 /// `[logging]`.
@@ -902,6 +933,7 @@ fn message_at(msg: &str, at: Option<&str>, origin: &str, env_keys: &[String]) ->
 const CHOICES: &[(&str, &[&str])] = &[
     ("camera.kind", &["usb", "simulated"]),
     ("controller.kind", &["serial", "simulated"]),
+    ("processing.detector", &["classical", "model", "combined"]),
     ("logging.format", &["auto", "text", "json", "journald"]),
 ];
 
@@ -1402,6 +1434,20 @@ impl Settings {
             }
         }
 
+        // [processing]: the model file is found and matches its manifest.
+        if self.processing.detector != Detector::Classical {
+            let checked = crate::segment::resolve_model_path(self.processing.model.as_deref())
+                .and_then(|p| crate::segment::TractSegmenter::load(&p).map(|_| ()));
+            if let Err(e) = checked {
+                c.push(
+                    "processing.model",
+                    self.processing.model.as_deref().map(quote_path),
+                    e.to_string(),
+                    "install models/ (model and manifest.toml) and point processing.model at the .onnx file, or set processing.detector = \"classical\"",
+                );
+            }
+        }
+
         // [logging]
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             c.push("logging.level", Some(format!("{:?}", self.logging.level)), format!("is not a log filter: {e}"), "use error, warn, info, debug or trace, optionally per module (lumiq=debug,rumqttc=warn)");
@@ -1638,6 +1684,16 @@ impl Settings {
         );
         let _ = writeln!(s, "  calibration  {}", self.calibration_dir().display());
         let _ = writeln!(s, "  status       {}", self.status.socket.display());
+        let _ = writeln!(
+            s,
+            "  detector     {}{}",
+            self.processing.detector.as_str(),
+            match (&self.processing.model, self.processing.detector) {
+                (_, Detector::Classical) => String::new(),
+                (Some(m), _) => format!(" (model {})", m.display()),
+                (None, _) => " (model from $LUMIQ_MODEL, models/ or /usr/share/lumiq/models)".into(),
+            }
+        );
         match &self.broker {
             None => {
                 let _ = writeln!(

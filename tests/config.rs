@@ -596,8 +596,23 @@ fn other_lumiq_variables_do_not_break_loading_but_a_mistyped_setting_does() {
         &[
             ("LUMIQ_SOCKET", "/tmp/x.sock"),
             ("LUMIQ_CALIBRATION_DIR", "/nonexistent"),
-            ("LUMIQ_MODEL", "/nonexistent.onnx"),
+            (
+                "LUMIQ_MODEL",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/models/tumour-seg-v1.onnx"),
+            ),
         ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // LUMIQ_MODEL is the model's location: a wrong one is refused at start, by name.
+    let (_dir, _file, out) = check_with("", &[("LUMIQ_MODEL", "/nonexistent/model.onnx")]);
+    assert_refused(&out, &["processing.model", "/nonexistent/manifest.toml"]);
+    let (_dir, _file, out) = check_with(
+        "[processing]\ndetector = \"classical\"\n",
+        &[("LUMIQ_MODEL", "/nonexistent/model.onnx")],
     );
     assert!(
         out.status.success(),

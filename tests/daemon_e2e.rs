@@ -287,6 +287,21 @@ fn acquire_status_stop_kill_and_resume() {
         record["acquisition"]["subject_ids"],
         serde_json::json!(["M7", "M8"])
     );
+    // The daemon runs the default detector, with the model named and fingerprinted.
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/models/manifest.toml"
+    ))
+    .unwrap();
+    let sha = record["processing"]["model"]["sha256"].as_str().unwrap_or("");
+    assert_eq!(
+        record["processing"]["detector"],
+        lumiq::segment::DEFAULT_DETECTOR.as_str()
+    );
+    assert!(
+        sha.len() == 64 && manifest.contains(sha),
+        "model sha256 {sha:?} from the manifest"
+    );
     let regions = record["regions"].as_array().unwrap().len();
     assert!(
         regions >= 5,

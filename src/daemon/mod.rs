@@ -125,6 +125,8 @@ pub struct Shared {
     pub(crate) outbox: Outbox,
     pub(crate) archive: Archive,
     pub(crate) calibration_dir: PathBuf,
+    /// The segmentation model, loaded and hash-checked once at start (None: classical).
+    pub(crate) model: Option<crate::segment::TractSegmenter>,
     pub(crate) heartbeats: Heartbeats,
     publisher: Mutex<Option<PublisherHandle>>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -575,6 +577,23 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
         ))
     })?;
     let calibration_dir = settings.calibration_dir();
+    // The model before anything else: a missing or altered file fails the start, not the
+    // first acquisition.
+    let model = if settings.processing.detector == crate::process::Detector::Classical {
+        None
+    } else {
+        let path = crate::segment::resolve_model_path(settings.processing.model.as_deref())
+            .map_err(|e| DaemonError::Setup(format!("processing.model: {e}")))?;
+        let m = crate::segment::TractSegmenter::load(&path)
+            .map_err(|e| DaemonError::Setup(format!("processing.model: {e}")))?;
+        tracing::info!(
+            "detector {}: model {} ({})",
+            settings.processing.detector.as_str(),
+            path.display(),
+            m.identity().sha256
+        );
+        Some(m)
+    };
     // The outbox first: SQLite recovers its write-ahead log on open.
     let outbox = Outbox::open(settings.outbox_path(), &settings.outbox_config())?;
     outbox.check_integrity()?;
@@ -645,6 +664,7 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
         outbox: outbox.clone(),
         archive,
         calibration_dir: calibration_dir.clone(),
+        model,
         heartbeats: Heartbeats {
             acquire: Heartbeat::new("acquire", Duration::from_secs(60), work_limit),
             process: Heartbeat::new("process", Duration::from_secs(60), Duration::from_secs(600)),

@@ -343,7 +343,15 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
     let r = (|| -> anyhow::Result<crate::job::JobOutput> {
         let t1 = Instant::now();
         let input = crate::job::load(&staging, Some(&cal))?;
-        let mut out = crate::job::run(input, &ProcessingParams::default())?;
+        let params = ProcessingParams {
+            detector: shared.settings.processing.detector,
+            ..ProcessingParams::default()
+        };
+        let model = shared
+            .model
+            .as_ref()
+            .map(|m| m as &dyn crate::process::SegmentationModel);
+        let mut out = crate::job::run_with_model(input, &params, model)?;
         quantify_ms = t1.elapsed().as_secs_f64() * 1000.0;
         // The acquisition id is the record's id: processing the same frames again (after a
         // crash) gives the same id, and the outbox and the LIMS deduplicate it.
