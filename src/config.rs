@@ -1691,7 +1691,8 @@ impl Settings {
             match (&self.processing.model, self.processing.detector) {
                 (_, Detector::Classical) => String::new(),
                 (Some(m), _) => format!(" (model {})", m.display()),
-                (None, _) => " (model from $LUMIQ_MODEL, models/ or /usr/share/lumiq/models)".into(),
+                (None, _) =>
+                    " (model from $LUMIQ_MODEL, models/ or /usr/share/lumiq/models)".into(),
             }
         );
         match &self.broker {

@@ -288,12 +288,12 @@ fn acquire_status_stop_kill_and_resume() {
         serde_json::json!(["M7", "M8"])
     );
     // The daemon runs the default detector, with the model named and fingerprinted.
-    let manifest = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/models/manifest.toml"
-    ))
-    .unwrap();
-    let sha = record["processing"]["model"]["sha256"].as_str().unwrap_or("");
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/models/manifest.toml"))
+            .unwrap();
+    let sha = record["processing"]["model"]["sha256"]
+        .as_str()
+        .unwrap_or("");
     assert_eq!(
         record["processing"]["detector"],
         lumiq::segment::DEFAULT_DETECTOR.as_str()
