@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::sequence::{Capture, CaptureError, CaptureReport};
-use crate::acquisition::{RawAcquisition, SourceFormat};
 use crate::formats::acquisition_folder::{self, FrameKind};
 use crate::simulate::Truth;
 
@@ -84,13 +83,7 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), CaptureError> {
 }
 
 fn write_one(dir: &Path, c: &Capture, truth: Option<&Truth>) -> Result<(), CaptureError> {
-    let acq = RawAcquisition {
-        meta: c.meta.clone(),
-        luminescent_adu: (*c.luminescent.pixels).clone(),
-        photograph_adu: c.photograph.as_ref().map(|p| (*p.pixels).clone()),
-        imported_rois: vec![],
-        source: SourceFormat::LumiqFolder,
-    };
+    let acq = c.raw_acquisition();
     std::fs::create_dir_all(dir).map_err(|e| out_err(dir, format!("cannot create: {e}")))?;
     write_json(&dir.join(REPORT_FILE), &c.report)?;
     if let Some(t) = truth {

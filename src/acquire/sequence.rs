@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::autoexpose::{self, AutoExposureConfig, Decision, FrameStats};
 use super::dark::{self, DarkPolicy, DarkReport, DarkSource, LibraryDark};
-use crate::acquisition::{AcquisitionMeta, PhotographMeta};
+use crate::acquisition::{AcquisitionMeta, PhotographMeta, RawAcquisition, SourceFormat};
 use crate::camera::{Camera, CameraCounters};
 use crate::camera::{
     CameraCountersSnapshot, CameraError, CancelToken, Clock, DeviceInfo, Frame, FrameRequest,
@@ -220,6 +220,19 @@ pub struct Capture {
     pub luminescent: Frame,
     pub photograph: Option<Frame>,
     pub report: CaptureReport,
+}
+
+impl Capture {
+    /// The frames and metadata as an acquisition folder holds them (a copy of the pixels).
+    pub fn raw_acquisition(&self) -> RawAcquisition {
+        RawAcquisition {
+            meta: self.meta.clone(),
+            luminescent_adu: (*self.luminescent.pixels).clone(),
+            photograph_adu: self.photograph.as_ref().map(|p| (*p.pixels).clone()),
+            imported_rois: vec![],
+            source: SourceFormat::LumiqFolder,
+        }
+    }
 }
 
 /// A camera and the imager's controller, driven together.

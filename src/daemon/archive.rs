@@ -29,7 +29,6 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::acquire::Capture;
-use crate::acquisition::{RawAcquisition, SourceFormat};
 use crate::formats::acquisition_folder::{self, FrameKind};
 use crate::record::MeasurementRecord;
 use crate::simulate::Truth;
@@ -123,13 +122,7 @@ impl Archive {
         if let Some(t) = truth {
             write_json(crate::acquire::folder::TRUTH_FILE, t)?;
         }
-        let acq = RawAcquisition {
-            meta: c.meta.clone(),
-            luminescent_adu: (*c.luminescent.pixels).clone(),
-            photograph_adu: c.photograph.as_ref().map(|p| (*p.pixels).clone()),
-            imported_rois: vec![],
-            source: SourceFormat::LumiqFolder,
-        };
+        let acq = c.raw_acquisition();
         acquisition_folder::write(&dir, &acq, FrameKind::Luminescent).map_err(|e| err(&dir, e))?;
         Ok(dir)
     }
