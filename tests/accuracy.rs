@@ -58,23 +58,8 @@ fn run_frames(base: &SceneSpec, seeds: std::ops::Range<u64>) -> (Vec<Outcome>, V
                 r.centroid_px, r.snr
             ));
         }
-        let pixel_cm = spec.fov_cm / sim.luminescent_adu.dim().1 as f64;
         for (t, m) in sim.truth.tumours.iter().zip(&matches) {
-            let radius_px = 3.5 * t.sigma_major_cm / pixel_cm;
-            let mut var = 0.0f64;
-            let mut aperture = Vec::new();
-            for ((r, c), v) in q.variance.indexed_iter() {
-                let dx = c as f64 + 0.5 - t.centre_px[0];
-                let dy = r as f64 + 0.5 - t.centre_px[1];
-                if dx * dx + dy * dy <= radius_px * radius_px {
-                    var += *v as f64;
-                    aperture.push((r, c));
-                }
-            }
-            // Noise of the pixels plus the error of the background under them.
-            let bkg = q.background_model.sum_error(aperture.into_iter());
-            let sigma =
-                4.0 * std::f64::consts::PI * sim.truth.pixel_area_cm2 * (var + bkg * bkg).sqrt();
+            let sigma = common::ideal_flux_sigma(&q, &sim.truth, t);
             outcomes.push(Outcome {
                 what: format!(
                     "seed {seed} tumour {} ({}, {:.0} photons/s)",

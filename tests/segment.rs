@@ -214,22 +214,8 @@ fn the_default_detector_measures_bright_tumours_within_two_percent() {
         .unwrap();
         assert_eq!(q.detector, DEFAULT_DETECTOR);
         let matches = common::match_truth(&q, &sim.truth);
-        let pixel_cm = spec.fov_cm / sim.luminescent_adu.dim().1 as f64;
         for (t, m) in sim.truth.tumours.iter().zip(&matches) {
-            let radius_px = 3.5 * t.sigma_major_cm / pixel_cm;
-            let mut var = 0.0f64;
-            let mut aperture = Vec::new();
-            for ((r, c), v) in q.variance.indexed_iter() {
-                let dx = c as f64 + 0.5 - t.centre_px[0];
-                let dy = r as f64 + 0.5 - t.centre_px[1];
-                if dx * dx + dy * dy <= radius_px * radius_px {
-                    var += *v as f64;
-                    aperture.push((r, c));
-                }
-            }
-            let bkg = q.background_model.sum_error(aperture.into_iter());
-            let sigma =
-                4.0 * std::f64::consts::PI * sim.truth.pixel_area_cm2 * (var + bkg * bkg).sqrt();
+            let sigma = common::ideal_flux_sigma(&q, &sim.truth, t);
             if t.total_flux / sigma >= 20.0 {
                 let i = m.unwrap_or_else(|| {
                     panic!(

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use lumiq::process::{Quantification, RegionSource};
-use lumiq::simulate::Truth;
+use lumiq::simulate::{TrueTumour, Truth};
 
 /// For each true tumour, the index (in `q.regions`) of the detected region covering its
 /// centre, if any.
@@ -25,6 +25,25 @@ pub fn match_truth(q: &Quantification, truth: &Truth) -> Vec<Option<usize>> {
 }
 
 /// Detected regions that no true tumour claims.
+/// One sigma of an ideal measurement of `t`'s total flux, photons/s: the noise of the
+/// pixels within 3.5 sigma of its centre plus the error of the background under them.
+#[allow(dead_code)]
+pub fn ideal_flux_sigma(q: &Quantification, truth: &Truth, t: &TrueTumour) -> f64 {
+    let radius_px = 3.5 * t.sigma_major_cm / q.pixel_size_cm;
+    let mut var = 0.0f64;
+    let mut aperture = Vec::new();
+    for ((r, c), v) in q.variance.indexed_iter() {
+        let dx = c as f64 + 0.5 - t.centre_px[0];
+        let dy = r as f64 + 0.5 - t.centre_px[1];
+        if dx * dx + dy * dy <= radius_px * radius_px {
+            var += *v as f64;
+            aperture.push((r, c));
+        }
+    }
+    let bkg = q.background_model.sum_error(aperture.into_iter());
+    4.0 * std::f64::consts::PI * truth.pixel_area_cm2 * (var + bkg * bkg).sqrt()
+}
+
 pub fn unmatched_detections(q: &Quantification, matches: &[Option<usize>]) -> Vec<usize> {
     q.regions
         .iter()
