@@ -103,6 +103,11 @@ pub struct ProcessArgs {
     /// $LUMIQ_MODEL, then models/tumour-seg-v1.onnx).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// IVIS click folders: the lab's library of background (dark) clicks, one folder per
+    /// click (`BKG20220105025931`); the click a folder names in `Background Click` is used
+    /// when its own dark is unusable or absent (default: $LUMIQ_IVIS_BACKGROUNDS).
+    #[arg(long, value_name = "DIR", env = "LUMIQ_IVIS_BACKGROUNDS")]
+    pub ivis_backgrounds: Option<PathBuf>,
 }
 
 /// `--detector` values.
@@ -143,6 +148,10 @@ pub struct SimulateArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 8)]
     pub binning: u32,
+    /// Width (and height) of the simulated sensor in unbinned pixels: 2048, or 1920 like
+    /// an IVIS Spectrum (240 px at binning 8).
+    #[arg(long, default_value_t = 2048, value_name = "PX")]
+    pub sensor_px: usize,
     #[arg(long, default_value_t = 60.0)]
     pub exposure_s: f64,
     #[arg(long, default_value_t = 5)]
@@ -174,6 +183,10 @@ pub struct SimulateArgs {
     /// IVIS only: write a dark frame saturated everywhere, as some real folders have.
     #[arg(long)]
     pub unusable_dark: bool,
+    /// IVIS only: write the folder's own dark saturated, and the true dark as the background
+    /// click it names (`Background Click`) in this library folder (for `--ivis-backgrounds`).
+    #[arg(long, value_name = "DIR", conflicts_with = "unusable_dark")]
+    pub background_library: Option<PathBuf>,
     /// Calibration frames: binnings to simulate.
     #[arg(long, value_delimiter = ',', default_values_t = [4u32, 8])]
     pub binnings: Vec<u32>,
@@ -284,7 +297,13 @@ fn process(a: ProcessArgs) -> anyhow::Result<()> {
         let path = segment::resolve_model_path(a.model.as_deref())?;
         Some(TractSegmenter::load(&path)?)
     };
-    let input = job::load(&a.path, a.calibration.as_deref())?;
+    let input = job::load_with(
+        &a.path,
+        &job::Sources {
+            calibration_dir: a.calibration.as_deref(),
+            ivis_backgrounds: a.ivis_backgrounds.as_deref(),
+        },
+    )?;
     let params = ProcessingParams {
         detector,
         ..ProcessingParams::default()
@@ -310,7 +329,16 @@ fn process(a: ProcessArgs) -> anyhow::Result<()> {
 }
 
 fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
-    let inst = Instrument::default();
+    if !(64..=8192).contains(&a.sensor_px) {
+        anyhow::bail!(
+            "--sensor-px {}: give the sensor's width in pixels, 64 to 8192 (e.g. 2048 or 1920)",
+            a.sensor_px
+        );
+    }
+    let inst = Instrument {
+        sensor_px: a.sensor_px,
+        ..Instrument::default()
+    };
     if a.calibration_frames {
         let folders = calib::simulate_raw_calibration_frames(&inst, &a.out, &a.binnings, a.frames)?;
         eprintln!(
@@ -348,7 +376,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
     };
     if inst.sensor_px % a.binning as usize != 0 {
         anyhow::bail!(
-            "--binning {}: must divide the sensor's {} pixels (1, 2, 4, 8, 16)",
+            "--binning {}: must divide the sensor's {} pixels (see --sensor-px)",
             a.binning,
             inst.sensor_px
         );
@@ -363,7 +391,15 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
             };
             simulate::write::write_lumiq(&a.out, &sim, rois)?
         }
-        SimFormat::Ivis => simulate::write::write_ivis(&a.out, &inst, &sim, !a.unusable_dark)?,
+        SimFormat::Ivis => {
+            use simulate::write::IvisDark;
+            let dark = match (&a.background_library, a.unusable_dark) {
+                (Some(library), _) => IvisDark::Library(library),
+                (None, true) => IvisDark::Unusable,
+                (None, false) => IvisDark::Own,
+            };
+            simulate::write::write_ivis_with(&a.out, &inst, &sim, dark)?
+        }
     }
     eprintln!(
         "wrote a simulated acquisition ({} mice, {} tumours) to {} with its ground truth in {}",

@@ -55,8 +55,30 @@ pub fn resolve_calibration_dir(
     )
 }
 
+/// Where an acquisition's calibration comes from besides the folder itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sources<'a> {
+    /// The calibration set of a lumiq folder (see [`resolve_calibration_dir`]).
+    pub calibration_dir: Option<&'a Path>,
+    /// The lab's background-click library, for IVIS click folders whose own dark is
+    /// unusable (see [`ivis::ReadOptions`]).
+    pub ivis_backgrounds: Option<&'a Path>,
+}
+
 /// Read an acquisition and the calibration it needs.
 pub fn load(path: &Path, calibration_dir: Option<&Path>) -> anyhow::Result<LoadedInput> {
+    load_with(
+        path,
+        &Sources {
+            calibration_dir,
+            ..Sources::default()
+        },
+    )
+}
+
+/// [`load`], with every source of calibration.
+pub fn load_with(path: &Path, sources: &Sources) -> anyhow::Result<LoadedInput> {
+    let calibration_dir = sources.calibration_dir;
     if !path.is_dir() {
         bail!("{}: not a folder; pass a lumiq acquisition folder (with acquisition.json) or an IVIS click folder (with ClickInfo.txt)", path.display());
     }
@@ -95,7 +117,20 @@ pub fn load(path: &Path, calibration_dir: Option<&Path>) -> anyhow::Result<Loade
                 path.display()
             );
         }
-        let folder = ivis::read_click_folder(path)?;
+        if let Some(library) = sources.ivis_backgrounds {
+            if !library.is_dir() {
+                bail!(
+                    "{}: the background-click library is not a folder; pass the folder holding the lab's BKG… clicks to --ivis-backgrounds",
+                    library.display()
+                );
+            }
+        }
+        let folder = ivis::read_click_folder_with(
+            path,
+            &ivis::ReadOptions {
+                backgrounds_dir: sources.ivis_backgrounds,
+            },
+        )?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

@@ -20,7 +20,7 @@ use crate::process::{
 };
 
 pub const SCHEMA: &str = "lumiq.measurement";
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// UCUM codes of the record's units.
 pub mod units {

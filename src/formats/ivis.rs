@@ -62,10 +62,14 @@ const FALLBACK_SATURATION_ADU: f64 = 65535.0;
 const UNUSABLE_DARK_ADU: u16 = 65534;
 const FOV_TOLERANCE_CM: f64 = 0.01;
 const F_NUMBER_TOLERANCE: f64 = 0.01;
-/// A vignetting profile may wobble this far (relative) above its on-axis value, no more.
-const FLAT_PEAK_TOLERANCE: f64 = 0.02;
-/// Defect items per `CCDMap` line when writing (the reader accepts any number of lines).
-const CCD_MAP_ITEMS_PER_LINE: usize = 64;
+/// A flat-field polynomial is implausible (flagged, still used) when it rises more than this
+/// (relative) above its on-axis value anywhere in the frame: vignetting only takes light away.
+const FLAT_PEAK_TOLERANCE: f64 = 0.05;
+/// ... or falls below this fraction of its on-axis value (real shelf D f/1 reaches 0.21 in
+/// the corners of a 22.4 cm field) ...
+const FLAT_MIN_RELATIVE: f64 = 0.1;
+/// ... or its on-axis value k0 lies outside this range (real ones are 0.99–1.02).
+const FLAT_AXIS_RANGE: (f64, f64) = (0.8, 1.25);
 
 /// A click folder read from disk: the raw acquisition and the calibration its files carry.
 #[derive(Debug, Clone)]
@@ -96,8 +100,11 @@ pub fn is_click_folder(dir: &Path) -> bool {
 /// with an empty name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClickInfo {
+    /// The first file read (ClickInfo.txt when the folder has one).
     path: PathBuf,
     sections: Vec<Section>,
+    /// Files whose text ends in the middle of a line: cut short in a copy.
+    truncated: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,14 +112,34 @@ struct Section {
     name: String,
     value: String,
     fields: Vec<(String, String)>,
+    /// The file this section was read from (named in errors about its fields).
+    file: PathBuf,
 }
 
+/// Sections that analysis in Living Image writes or edits: AnalyzedClickInfo.txt's copy wins
+/// over ClickInfo.txt's. Every other section (the image sections, the camera block) describes
+/// the acquisition itself, and ClickInfo.txt's copy, written when the image was taken, wins.
+const ANALYSIS_SECTIONS: [&str; 7] = [
+    USER_LABELS,
+    "User Input",
+    "Analysis User Input",
+    ROIS,
+    "Tags",
+    "Comments",
+    "saved luminescent corrected image",
+];
+
 /// Split `Key:<TAB>Value` (or `Key: Value`) at the colon; `None` when there is no colon.
+/// A trailing `<TAB># comment` is dropped, and so is the second colon of the doubled
+/// separator real files have (`Camera Info File Version Number:<TAB>:<TAB>3.0`).
 fn split_field(line: &str) -> Option<(&str, &str)> {
     // Design: prefer ":\t", the real separator, so a key can never be cut at a colon that
     // sits in a value (`Acquisition Time:\t10:32:17`); fall back to the first colon.
     let i = line.find(":\t").or_else(|| line.find(':'))?;
-    Some((line[..i].trim(), line[i + 1..].trim()))
+    let rest = &line[i + 1..];
+    let rest = rest.find("\t#").map_or(rest, |j| &rest[..j]).trim();
+    let value = rest.strip_prefix(':').map_or(rest, str::trim);
+    Some((line[..i].trim(), value))
 }
 
 fn same(a: &str, b: &str) -> bool {
@@ -132,6 +159,7 @@ impl ClickInfo {
             name: String::new(),
             value: String::new(),
             fields: Vec::new(),
+            file: path.to_path_buf(),
         }];
         for raw in text.split('\n') {
             let line = raw.strip_suffix('\r').unwrap_or(raw);
@@ -145,6 +173,7 @@ impl ClickInfo {
                     name: name.to_string(),
                     value: value.to_string(),
                     fields: Vec::new(),
+                    file: path.to_path_buf(),
                 });
             } else if let Some((key, value)) = split_field(line) {
                 let last = sections.last_mut().expect("at least the preamble section");
@@ -159,10 +188,71 @@ impl ClickInfo {
                 "point lumiq at a click folder whose ClickInfo.txt or AnalyzedClickInfo.txt was written by Living Image",
             ));
         }
+        let truncated = if text.is_empty() || text.ends_with('\n') {
+            Vec::new()
+        } else {
+            vec![path.to_path_buf()]
+        };
         Ok(ClickInfo {
             path: path.to_path_buf(),
             sections,
+            truncated,
         })
+    }
+
+    /// One view of a click folder's two files. `acquisition` is ClickInfo.txt (camera block,
+    /// image sections), `analysis` AnalyzedClickInfo.txt (labels, ROIs). A section both hold
+    /// is taken from AnalyzedClickInfo.txt when it is one analysis writes
+    /// ([`ANALYSIS_SECTIONS`]: labels, user input, ROIs, tags, comments), from ClickInfo.txt
+    /// otherwise; a section only one holds is taken from it. Lookups then see one file.
+    pub fn merge(acquisition: Option<ClickInfo>, analysis: Option<ClickInfo>) -> Option<ClickInfo> {
+        let (acq, ana) = match (acquisition, analysis) {
+            (Some(a), Some(n)) => (a, n),
+            (one, other) => return one.or(other),
+        };
+        let analysis_owns = |name: &str| ANALYSIS_SECTIONS.iter().any(|s| same(s, name));
+        let mut sections = Vec::with_capacity(acq.sections.len() + ana.sections.len());
+        for s in &acq.sections {
+            let theirs = ana.sections.iter().find(|n| same(&n.name, &s.name));
+            match theirs {
+                Some(n) if analysis_owns(&s.name) && !s.name.is_empty() => sections.push(n.clone()),
+                _ => sections.push(s.clone()),
+            }
+        }
+        for n in &ana.sections {
+            if !sections.iter().any(|s| same(&s.name, &n.name)) {
+                sections.push(n.clone());
+            }
+        }
+        let mut truncated = acq.truncated;
+        truncated.extend(ana.truncated);
+        Some(ClickInfo {
+            path: acq.path,
+            sections,
+            truncated,
+        })
+    }
+
+    /// The file a section was read from (the first file when the section is absent).
+    pub fn file_of(&self, section: &str) -> &Path {
+        self.section(section).map_or(&self.path, |s| &s.file)
+    }
+
+    /// Whether `file` ends in the middle of a line (a copy cut short).
+    fn is_truncated(&self, file: &Path) -> bool {
+        self.truncated.iter().any(|t| t == file)
+    }
+
+    /// The fix for a field that is absent, mentioning truncation when the file looks cut.
+    fn missing_fix(&self, file: &Path, usual: String) -> String {
+        if self.is_truncated(file) {
+            format!(
+                "the file ends in the middle of a line, so it looks cut short: copy it again \
+                 from the instrument PC or the lab's archive ({usual})"
+            )
+        } else {
+            usual
+        }
     }
 
     /// Read and parse a ClickInfo file from disk (Latin-1).
@@ -233,12 +323,16 @@ impl ClickInfo {
     }
 
     fn missing(&self, section: &str, key: &str) -> FormatError {
+        let file = self.file_of(section);
         FormatError::missing(
-            &self.path,
+            file,
             format!("{section} / {key}"),
-            format!(
-                "add a `{key}:<TAB>value` line to the `*** {section}:` section, or re-export the \
-                 click folder from Living Image (see docs/ivis-click-folder.md)"
+            self.missing_fix(
+                file,
+                format!(
+                    "add a `{key}:<TAB>value` line to the `*** {section}:` section, or re-export \
+                     the click folder from Living Image (see docs/ivis-click-folder.md)"
+                ),
             ),
         )
     }
@@ -246,7 +340,7 @@ impl ClickInfo {
     fn number_in(&self, section: &str, key: &str, value: &str) -> Result<f64, FormatError> {
         parse_number(value).ok_or_else(|| {
             FormatError::bad_field(
-                &self.path,
+                self.file_of(section),
                 format!("{section} / {key}"),
                 format!("is {value:?}, not a number"),
                 "write a plain decimal number such as 12.5 or 7.223E+05",
@@ -271,7 +365,7 @@ impl ClickInfo {
             Ok(v)
         } else {
             Err(FormatError::bad_field(
-                &self.path,
+                self.file_of(section),
                 format!("{section} / {key}"),
                 format!("is {v}"),
                 format!("must be a positive number of {unit}"),
@@ -286,7 +380,7 @@ impl ClickInfo {
             Ok(v as u32)
         } else {
             Err(FormatError::bad_field(
-                &self.path,
+                self.file_of(section),
                 format!("{section} / {key}"),
                 format!("is {v}"),
                 "must be a whole number from 1 to 64 (the on-chip binning)",
@@ -482,7 +576,7 @@ fn acquisition_time(info: &ClickInfo) -> Result<DateTime<Utc>, FormatError> {
     if let Some(s) = info.number(LUMINESCENT, key)? {
         return from_mac_seconds(s).ok_or_else(|| {
             FormatError::bad_field(
-                info.path(),
+                info.file_of(LUMINESCENT),
                 format!("{LUMINESCENT} / {key}"),
                 format!("is {s}, outside any plausible date"),
                 "it counts seconds since 1904-01-01 00:00:00; re-export the folder from Living Image",
@@ -497,7 +591,7 @@ fn acquisition_time(info: &ClickInfo) -> Result<DateTime<Utc>, FormatError> {
             .or_else(|_| NaiveTime::parse_from_str(time.trim(), "%I:%M:%S %p"));
         if let (Ok(date), Ok(time)) = (date, time) {
             tracing::warn!(
-                path = %info.path().display(),
+                path = %info.file_of(LUMINESCENT).display(),
                 "no `Acquisition Seconds`: using Acquisition Date and Time as UTC"
             );
             return Ok(date.and_time(time).and_utc());
@@ -582,7 +676,7 @@ fn shelf_for_fov(info: &ClickInfo, fov_cm: f64) -> Result<char, FormatError> {
                 .map(|(l, f)| format!("{l} {}", num(*f)))
                 .collect();
             FormatError::bad_field(
-                info.path(),
+                info.file_of(LUMINESCENT),
                 format!("{LUMINESCENT} / Field of View"),
                 format!(
                     "is {} cm, which matches no `Shelf Position X FOV` line (shelves: {})",
@@ -606,7 +700,7 @@ fn coefficient_for(info: &ClickInfo, fov_cm: f64, f_number: f64) -> Result<f64, 
                 let c = info.number_in(CAMERA, key, value)?;
                 if c <= 0.0 {
                     return Err(FormatError::bad_field(
-                        info.path(),
+                        info.file_of(CAMERA),
                         format!("{CAMERA} / {key}"),
                         format!("is {c}"),
                         "a radiance coefficient must be positive (p/sec/cm2/sr per count/s)",
@@ -619,9 +713,11 @@ fn coefficient_for(info: &ClickInfo, fov_cm: f64, f_number: f64) -> Result<f64, 
     }
     let wanted = format!("Coef C-ccd at FOV {}, f{}", num(fov_cm), num(f_number));
     Err(FormatError::missing(
-        info.path(),
+        info.file_of(CAMERA),
         format!("{CAMERA} / {wanted}"),
-        format!(
+        info.missing_fix(
+            info.file_of(CAMERA),
+            format!(
             "no absolute calibration for FOV {} cm at f/{}; the folder has {}; radiance cannot be \
              computed without it: re-export the folder from Living Image, or process the frames \
              with a lumiq calibration set",
@@ -632,6 +728,7 @@ fn coefficient_for(info: &ClickInfo, fov_cm: f64, f_number: f64) -> Result<f64, 
             } else {
                 format!("coefficients for {}", available.join("; "))
             }
+        ),
         ),
     ))
 }
@@ -652,7 +749,7 @@ fn flat_polynomial(
             let coefs = numbers.and_then(|n| <[f64; 7]>::try_from(n).ok());
             let Some([k0, k1, k2, k3, k4, x0, y0]) = coefs else {
                 return Err(FormatError::bad_field(
-                    info.path(),
+                    info.file_of(CAMERA),
                     format!("{CAMERA} / {key}"),
                     format!("is {value:?}"),
                     "expected seven comma-separated numbers k0,k1,k2,k3,k4,x0,y0 (r, x0, y0 in cm)",
@@ -669,9 +766,11 @@ fn flat_polynomial(
     }
     let wanted = format!("Shelf Position {shelf} FF5 f/{} Coefs", num(f_number));
     Err(FormatError::missing(
-        info.path(),
+        info.file_of(CAMERA),
         format!("{CAMERA} / {wanted}"),
-        format!(
+        info.missing_fix(
+            info.file_of(CAMERA),
+            format!(
             "no flat-field polynomial for shelf {shelf} at f/{}; the folder has {}; re-export the \
              folder from Living Image, or process the frames with a lumiq calibration set",
             num(f_number),
@@ -681,127 +780,198 @@ fn flat_polynomial(
                 available.join(", ")
             }
         ),
+        ),
     ))
 }
 
-/// Physics check: the flat must be positive everywhere in the frame and fall from the
-/// optical axis to every corner (a vignetting profile), never rising noticeably above its
-/// on-axis value.
-fn check_vignetting(
+/// Physics check of a flat-field polynomial over the frame. Real coefficients need not
+/// fall monotonically, and a flat `1,0,0,0,0,0,0` is valid, so only a polynomial that is
+/// zero, negative or not a number somewhere in the frame is an error (radiance is divided by
+/// it). One that is positive but unlike any vignetting profile returns `Ok(Some(why))`: the
+/// caller flags the record ([`QualityFlag::FlatImplausible`]) and warns.
+fn check_flat(
     info: &ClickInfo,
     key: &str,
     poly: &RadialFlat,
     flat: &Array2<f32>,
-) -> Result<(), FormatError> {
-    let fix = "check the seven numbers (k0..k4 of ff(r) = Σ kᵢ rⁱ with r in cm at the object \
-               plane, then the axis offset x0, y0 in cm); re-export the folder from Living Image, \
-               or process the frames with a lumiq calibration set";
-    let err = |problem: String| {
-        FormatError::bad_field(info.path(), format!("{CAMERA} / {key}"), problem, fix)
-    };
+) -> Result<Option<String>, FormatError> {
     if let Some(((r, c), v)) = flat
         .indexed_iter()
         .find(|(_, v)| !(v.is_finite() && **v > 0.0))
     {
-        return Err(err(format!(
-            "the flat-field polynomial is {v} at row {r}, column {c}: it must be > 0 everywhere \
-             in the frame"
-        )));
+        return Err(FormatError::bad_field(
+            info.file_of(CAMERA),
+            format!("{CAMERA} / {key}"),
+            format!(
+                "the flat-field polynomial is {v} at row {r}, column {c}: radiance is divided \
+                 by it, so it must be > 0 everywhere in the frame"
+            ),
+            "check the seven numbers (k0..k4 of ff(r) = Σ kᵢ rⁱ with r in cm at the object \
+             plane, then the axis offset x0, y0 in cm); re-export the folder from Living Image, \
+             or process the frames with a lumiq calibration set",
+        ));
     }
     let axis = poly.at_radius(0.0);
-    let (rows, cols) = flat.dim();
-    for (r, c) in [(0, 0), (0, cols - 1), (rows - 1, 0), (rows - 1, cols - 1)] {
-        let v = f64::from(flat[[r, c]]);
-        if v >= axis {
-            return Err(err(format!(
-                "the flat-field polynomial goes from {axis:.4} on the optical axis to {v:.4} at \
-                 the corner (row {r}, column {c}): it does not fall toward the corners, so it is \
-                 not a vignetting profile"
-            )));
-        }
-    }
-    if let Some(((r, c), v)) = flat
-        .indexed_iter()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .filter(|(_, v)| f64::from(**v) > axis * (1.0 + FLAT_PEAK_TOLERANCE))
-    {
-        return Err(err(format!(
-            "the flat-field polynomial peaks at {v:.4} (row {r}, column {c}), above its on-axis \
-             value {axis:.4}: not a vignetting profile"
-        )));
-    }
-    Ok(())
+    let (lo, hi) = flat
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(f64::from(v)), hi.max(f64::from(v)))
+        });
+    let why = if !(FLAT_AXIS_RANGE.0..=FLAT_AXIS_RANGE.1).contains(&axis) {
+        Some(format!(
+            "its on-axis value k0 = {axis:.4} is far from 1 (expected {}..{})",
+            FLAT_AXIS_RANGE.0, FLAT_AXIS_RANGE.1
+        ))
+    } else if hi > axis * (1.0 + FLAT_PEAK_TOLERANCE) {
+        Some(format!(
+            "it rises to {hi:.4} in the frame, more than {:.0} % above its on-axis value \
+             {axis:.4}",
+            FLAT_PEAK_TOLERANCE * 100.0
+        ))
+    } else if lo < axis * FLAT_MIN_RELATIVE {
+        Some(format!(
+            "it falls to {lo:.4} in the frame, below {:.0} % of its on-axis value {axis:.4}",
+            FLAT_MIN_RELATIVE * 100.0
+        ))
+    } else {
+        None
+    };
+    Ok(why)
 }
 
-/// Sensor defects from `CCDMap`, in unbinned sensor coordinates.
+/// Sensor defects from `CCDMap`, in unbinned sensor coordinates (x = column, y = row, from 0).
 #[derive(Debug, Clone, Default, PartialEq)]
 struct CcdMap {
-    /// (x, y) = (column, row), from 0.
+    /// Bad column segments: (column, first row, last row), rows inclusive.
+    columns: Vec<(usize, usize, usize)>,
+    /// Bad row segments: (row, first column, last column), columns inclusive.
+    rows: Vec<(usize, usize, usize)>,
+    /// Bad pixels: (x, y) = (column, row).
     pixels: Vec<(usize, usize)>,
-    columns: Vec<usize>,
 }
 
-/// `CCDMap` lines: `pixel x,y` and `column x` items separated by `;`, unbinned sensor
-/// coordinates (x = column, y = row, from 0).
+/// The first `CCDMap` line of the camera block, in Living Image's grammar (the file's own
+/// comment): `col #, start row #, end row #, ... -1, row #, start col, end col, ... -1,
+/// xVal1, yVal1, xVal2, yVal2 ... -1, substitute value, debug flag`. Bad columns come as
+/// triples, then bad rows as triples, then bad pixels as pairs, each list closed by `-1`;
+/// the substitute value and the debug flag are read and not used (lumiq repairs defects from
+/// their neighbours). Later `CCDMap` lines are ignored, as Living Image ignores them.
 fn ccd_map(info: &ClickInfo) -> Result<CcdMap, FormatError> {
-    let mut pixels = Vec::new();
-    let mut columns = Vec::new();
-    let values: Vec<&str> = if info.section(CAMERA).is_some() {
-        info.get_all(CAMERA, "CCDMap")
+    let value = if info.section(CAMERA).is_some() {
+        info.get(CAMERA, "CCDMap")
     } else {
-        info.all_fields()
-            .filter(|(k, _)| same(k, "CCDMap"))
-            .map(|(_, v)| v)
-            .collect()
+        info.find("CCDMap")
     };
-    for value in values {
-        for item in value.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-            let bad = || {
-                FormatError::bad_field(
-                    info.path(),
-                    format!("{CAMERA} / CCDMap"),
-                    format!("item {item:?} is neither `pixel x,y` nor `column x`"),
-                    "write defects as `CCDMap:<TAB>pixel 120,455; column 1337` (unbinned sensor \
-                     coordinates, see docs/ivis-click-folder.md), or delete the line to read the \
-                     folder without a defect map",
-                )
-            };
-            if let Some(rest) = strip_prefix_ci(item, "pixel") {
-                let (x, y) = rest.split_once(',').ok_or_else(bad)?;
-                let x = x.trim().parse().map_err(|_| bad())?;
-                let y = y.trim().parse().map_err(|_| bad())?;
-                pixels.push((x, y));
-            } else if let Some(rest) = strip_prefix_ci(item, "column") {
-                columns.push(rest.trim().parse().map_err(|_| bad())?);
-            } else {
-                return Err(bad());
+    let Some(value) = value else {
+        return Ok(CcdMap::default());
+    };
+    parse_ccd_map(value).map_err(|problem| {
+        FormatError::bad_field(
+            info.file_of(CAMERA),
+            format!("{CAMERA} / CCDMap"),
+            format!("{value:?}: {problem}"),
+            "the line must read `bad columns as col,start row,end row triples, -1, bad rows as \
+             row,start col,end col triples, -1, bad pixels as x,y pairs, -1, substitute value, \
+             debug flag` in sensor pixels (e.g. `-1,-1,929,1211,1828,1069,-1, 0, 0`); re-export \
+             the folder from Living Image, or delete the line to read it without a defect map",
+        )
+    })
+}
+
+/// The grammar of [`ccd_map`], on the value alone; the error says what is wrong.
+fn parse_ccd_map(value: &str) -> Result<CcdMap, String> {
+    let mut numbers = Vec::new();
+    for item in value.split(',').map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        let n: i64 = item
+            .parse()
+            .map_err(|_| format!("item {item:?} is not a whole number"))?;
+        numbers.push(n);
+    }
+    let mut rest = numbers.as_slice();
+    let coordinate = |n: i64, what: &str| {
+        usize::try_from(n).map_err(|_| format!("{what} {n} is negative (only -1 closes a list)"))
+    };
+    // One list: groups of `width` numbers until a group starts with -1.
+    let mut list = |width: usize, what: &str| -> Result<Vec<Vec<usize>>, String> {
+        let mut groups = Vec::new();
+        loop {
+            match rest.first() {
+                None => return Err(format!("the list of {what} is not closed by -1")),
+                Some(-1) => {
+                    rest = &rest[1..];
+                    return Ok(groups);
+                }
+                Some(_) if rest.len() < width => {
+                    return Err(format!("the list of {what} ends inside a group of {width}"))
+                }
+                Some(_) => {
+                    let group = rest[..width]
+                        .iter()
+                        .map(|&n| coordinate(n, what))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    groups.push(group);
+                    rest = &rest[width..];
+                }
             }
         }
-    }
-    Ok(CcdMap { pixels, columns })
+    };
+    let span = |g: &[usize], what: &str| {
+        if g[1] <= g[2] {
+            Ok((g[0], g[1], g[2]))
+        } else {
+            Err(format!(
+                "{what} {}: start {} is after end {}",
+                g[0], g[1], g[2]
+            ))
+        }
+    };
+    let columns = list(3, "bad columns")?
+        .iter()
+        .map(|g| span(g, "bad column"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = list(3, "bad rows")?
+        .iter()
+        .map(|g| span(g, "bad row"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pixels = list(2, "bad pixels")?
+        .iter()
+        .map(|g| (g[0], g[1]))
+        .collect();
+    // What follows (substitute value, debug flag) carries nothing lumiq uses.
+    Ok(CcdMap {
+        columns,
+        rows,
+        pixels,
+    })
 }
 
 /// Defects in unbinned sensor coordinates → mask in the binned grid: a binned pixel is bad
 /// when any of the unbinned pixels it sums is. Defects outside the frame are ignored.
-fn binned_bad_pixels(
-    dim: (usize, usize),
-    binning: u32,
-    pixels: &[(usize, usize)],
-    columns: &[usize],
-) -> Array2<bool> {
+fn binned_bad_pixels(dim: (usize, usize), binning: u32, map: &CcdMap) -> Array2<bool> {
     let b = binning as usize;
     let (rows, cols) = dim;
     let mut mask = Array2::from_elem(dim, false);
-    for &(x, y) in pixels {
+    let mut mark = |y: usize, x: usize| {
         let (r, c) = (y / b, x / b);
         if r < rows && c < cols {
             mask[[r, c]] = true;
         }
+    };
+    for &(x, y) in &map.pixels {
+        mark(y, x);
     }
-    for &x in columns {
-        let c = x / b;
-        if c < cols {
-            mask.column_mut(c).fill(true);
+    // Segments are walked in steps of one binned pixel (plus their end), not pixel by pixel.
+    for &(x, first, last) in &map.columns {
+        for y in (first..=last.min(rows * b)).step_by(b).chain([last]) {
+            mark(y, x);
+        }
+    }
+    for &(y, first, last) in &map.rows {
+        for x in (first..=last.min(cols * b)).step_by(b).chain([last]) {
+            mark(y, x);
         }
     }
     mask
@@ -835,14 +1005,14 @@ fn read_rois(info: &ClickInfo, binning: u32) -> Result<Vec<Roi>, FormatError> {
             match item(name) {
                 Some(v) => parse_number(v).ok_or_else(|| {
                     FormatError::bad_field(
-                        info.path(),
+                        info.file_of(ROIS),
                         field.clone(),
                         format!("{name}={v:?} is not a number"),
                         "fix or delete the ROI line (see docs/ivis-click-folder.md)",
                     )
                 }),
                 None if required => Err(FormatError::bad_field(
-                    info.path(),
+                    info.file_of(ROIS),
                     field.clone(),
                     format!("has no `{name}=`"),
                     "a Circle, Ellipse or Rectangle ROI needs Xc, Yc, Width and Height; fix or \
@@ -885,34 +1055,182 @@ fn read_rois(info: &ClickInfo, binning: u32) -> Result<Vec<Roi>, FormatError> {
     Ok(rois)
 }
 
-/// Read a click folder: the raw frames as stored, the settings and labels, and the
-/// calibration its own files describe. Prefers `AnalyzedClickInfo.txt` (it has everything
-/// `ClickInfo.txt` has, plus ROIs). See `docs/ivis-click-folder.md`.
-pub fn read_click_folder(dir: &Path) -> Result<IvisFolder, FormatError> {
-    let analyzed_path = locate(dir, ANALYZED_CLICK_INFO);
-    let plain_path = locate(dir, CLICK_INFO);
-    let (info_path, analyzed) = if analyzed_path.is_file() {
-        (analyzed_path, true)
-    } else if plain_path.is_file() {
-        (plain_path, false)
-    } else {
-        return Err(FormatError::invalid(
+/// What reading a click folder may use besides the folder itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions<'a> {
+    /// The lab's library of background (dark) clicks, one folder per click named as the
+    /// darkcharge section's `Background Click` (`BKG20220105025931`). Used when the
+    /// folder's own dark is unusable or absent.
+    pub backgrounds_dir: Option<&'a Path>,
+}
+
+/// The text of a click folder: ClickInfo.txt and AnalyzedClickInfo.txt merged
+/// ([`ClickInfo::merge`]), with the (name, sha256) of each file read. An error names the
+/// folder when neither file is there.
+fn read_info(dir: &Path) -> Result<(ClickInfo, Vec<(String, String)>, bool), FormatError> {
+    let mut files = Vec::new();
+    let mut read = |path: PathBuf| -> Result<Option<ClickInfo>, FormatError> {
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let info = ClickInfo::read(&path)?;
+        files.push((file_name(&path), sha256_file(&path)?));
+        Ok(Some(info))
+    };
+    let acquisition = read(locate(dir, CLICK_INFO))?;
+    let analysis = read(locate(dir, ANALYZED_CLICK_INFO))?;
+    let analyzed = analysis.is_some();
+    let info = ClickInfo::merge(acquisition, analysis).ok_or_else(|| {
+        FormatError::invalid(
             dir,
             "neither ClickInfo.txt nor AnalyzedClickInfo.txt is here: not an IVIS click folder",
             "point lumiq at the click folder itself (the one holding luminescent.TIF)",
-        ));
+        )
+    })?;
+    Ok((info, files, analyzed))
+}
+
+/// The dark charge of the click the darkcharge section names (`Background Click`), from the
+/// lab's background library: `<library>/<name>/` is a click folder whose darkcharge section
+/// names its dark frame (default `background.TIF`) and `Data Multiplier`. It must have the
+/// image's binning and size; a different exposure is scaled linearly (dark charge grows in
+/// proportion to the exposure at a locked sensor temperature). `Ok(None)`, with a warning,
+/// when the folder names no click, the library lacks it, or its dark is unusable: the record
+/// is then flagged `dark_not_subtracted` as without a library.
+fn library_dark(
+    library: &Path,
+    info: &ClickInfo,
+    dim: (usize, usize),
+    binning: u32,
+    exposure_s: f64,
+    files: &mut Vec<(String, String)>,
+) -> Result<Option<Array2<f32>>, FormatError> {
+    let Some(name) = non_empty(info.get(DARKCHARGE, "Background Click")) else {
+        tracing::warn!(
+            path = %info.file_of(DARKCHARGE).display(),
+            "no `Background Click` in the darkcharge section: no dark from the library"
+        );
+        return Ok(None);
     };
-    let info = ClickInfo::read(&info_path)?;
-    let mut files = vec![(file_name(&info_path), sha256_file(&info_path)?)];
+    let click = locate(library, &name);
+    if !click.is_dir() {
+        tracing::warn!(
+            library = %library.display(),
+            click = %name,
+            "the background click is not in the library: dark not subtracted"
+        );
+        return Ok(None);
+    }
+    let (bkg, bkg_files, _) = read_info(&click)?;
+    let fix = "point --ivis-backgrounds at the library holding the background click this folder \
+               names, or leave it out to process without a dark (the record is then flagged)";
+    let bkg_binning = bkg.required_binning(DARKCHARGE)?;
+    if bkg_binning != binning {
+        return Err(FormatError::bad_field(
+            bkg.file_of(DARKCHARGE),
+            format!("{DARKCHARGE} / Binning Factor"),
+            format!("is {bkg_binning}, but the image it should correct is at binning {binning}"),
+            fix,
+        ));
+    }
+    let bkg_exposure_s = match bkg.number(DARKCHARGE, "Luminescent Exposure (Seconds)")? {
+        Some(t) if t > 0.0 => t,
+        _ => bkg.required_positive(LUMINESCENT, "Luminescent Exposure (Seconds)", "seconds")?,
+    };
+    let path = image_path(&click, &bkg, DARKCHARGE, "background.TIF");
+    let multiplier = data_multiplier(&bkg, DARKCHARGE)?;
+    let raw = read_u16(&path)?;
+    if raw.dim() != dim {
+        return Err(FormatError::invalid(
+            &path,
+            format!(
+                "is {}x{} pixels but the luminescent image is {}x{}",
+                raw.dim().0,
+                raw.dim().1,
+                dim.0,
+                dim.1
+            ),
+            fix,
+        ));
+    }
+    if dark_is_unusable(&raw) {
+        tracing::warn!(path = %path.display(), "the library's dark is unusable too: not subtracted");
+        return Ok(None);
+    }
+    let prefix = |n: &str| format!("{name}/{n}");
+    files.extend(bkg_files.into_iter().map(|(n, h)| (prefix(&n), h)));
+    files.push((prefix(&file_name(&path)), sha256_file(&path)?));
+    let scale = exposure_s / bkg_exposure_s;
+    if (scale - 1.0).abs() > 1e-6 {
+        tracing::warn!(
+            click = %name,
+            bkg_exposure_s,
+            exposure_s,
+            "background click exposure differs: its dark charge is scaled by the exposure ratio"
+        );
+    }
+    Ok(Some(
+        raw.mapv(|v| (f64::from(v) / multiplier * scale) as f32),
+    ))
+}
+
+/// Read a click folder: the raw frames as stored, the settings and labels, and the
+/// calibration its own files describe. See `docs/ivis-click-folder.md`.
+pub fn read_click_folder(dir: &Path) -> Result<IvisFolder, FormatError> {
+    read_click_folder_with(dir, &ReadOptions::default())
+}
+
+/// [`read_click_folder`], with a background library (and whatever else `options` holds).
+///
+/// The camera block is in ClickInfo.txt only, the labels and ROIs in AnalyzedClickInfo.txt:
+/// both are read and merged ([`ClickInfo::merge`] says which wins). Either alone is enough
+/// when it holds what the measurement needs.
+pub fn read_click_folder_with(
+    dir: &Path,
+    options: &ReadOptions,
+) -> Result<IvisFolder, FormatError> {
+    let (info, mut files, analyzed) = read_info(dir)?;
+    let info_path = info.path().to_path_buf();
     let mut flags = Vec::new();
+
+    let has_camera = info.section(CAMERA).is_some()
+        || info.all_fields().any(|(k, _)| coefficient_key(k).is_some());
+    if !has_camera {
+        let plain = locate(dir, CLICK_INFO);
+        return Err(if plain.is_file() {
+            FormatError::missing(
+                &plain,
+                format!("*** {CAMERA}:"),
+                info.missing_fix(
+                    &plain,
+                    "the camera block (C-ccd coefficients, shelf fields of view, flat field, \
+                     defect map) is missing; copy ClickInfo.txt again from the instrument PC"
+                        .to_string(),
+                ),
+            )
+        } else {
+            FormatError::invalid(
+                &plain,
+                "is missing: the camera block (`*** Camera System Info:`, with the C-ccd \
+                 coefficients, flat field and defect map) is only in ClickInfo.txt, and \
+                 AnalyzedClickInfo.txt has none",
+                "copy ClickInfo.txt back into the click folder from the instrument PC or the \
+                 lab's archive",
+            )
+        });
+    }
 
     // Settings first: fail on a bad ClickInfo before reading any frame.
     if info.section(LUMINESCENT).is_none() {
         return Err(FormatError::missing(
             &info_path,
             format!("*** {LUMINESCENT}:"),
-            "this click has no luminescent image (a photograph-only click?); lumiq quantifies \
-             luminescent clicks",
+            info.missing_fix(
+                &info_path,
+                "this click has no luminescent image (a photograph-only click?); lumiq \
+                 quantifies luminescent clicks"
+                    .to_string(),
+            ),
         ));
     }
     let binning = info.required_binning(LUMINESCENT)?;
@@ -980,6 +1298,13 @@ pub fn read_click_folder(dir: &Path) -> Result<IvisFolder, FormatError> {
     } else {
         None
     };
+    let dark_adu = match (dark_adu, options.backgrounds_dir) {
+        (Some(own), _) => Some(own),
+        (None, Some(library)) => {
+            library_dark(library, &info, dim, binning, exposure_s, &mut files)?
+        }
+        (None, None) => None,
+    };
     if dark_adu.is_none() {
         flags.push(QualityFlag::DarkNotSubtracted);
     }
@@ -997,7 +1322,15 @@ pub fn read_click_folder(dir: &Path) -> Result<IvisFolder, FormatError> {
     };
 
     let flat = poly.to_frame(dim.0, dim.1, fov_cm / dim.1 as f64);
-    check_vignetting(&info, &flat_key, &poly, &flat)?;
+    if let Some(why) = check_flat(&info, &flat_key, &poly, &flat)? {
+        tracing::warn!(
+            path = %info.file_of(CAMERA).display(),
+            key = %flat_key,
+            "the flat-field polynomial is not like a vignetting profile ({why}); used as stored \
+             and flagged"
+        );
+        flags.push(QualityFlag::FlatImplausible);
+    }
     flags.push(QualityFlag::FlatFromPolynomial);
     flags.push(QualityFlag::NoiseModelAssumed);
 
@@ -1041,7 +1374,7 @@ pub fn read_click_folder(dir: &Path) -> Result<IvisFolder, FormatError> {
         dark_adu,
         dark_var_adu2: 0.0,
         flat,
-        bad_pixels: binned_bad_pixels(dim, binning, &defects.pixels, &defects.columns),
+        bad_pixels: binned_bad_pixels(dim, binning, &defects),
         coefficient,
         coefficient_rel_uncertainty: ASSUMED_COEFFICIENT_REL_UNCERTAINTY,
         sensor: SensorFacts {
@@ -1100,6 +1433,9 @@ pub struct IvisFolderSpec<'a> {
     pub rois_unbinned: &'a [Roi],
     pub animal_numbers: &'a [String],
     pub camera_id: &'a str,
+    /// The dark click of the lab's background library the darkcharge section names
+    /// (`Background Click`), if any.
+    pub background_click: Option<&'a str>,
 }
 
 /// ClickInfo text being built; lines are joined with CRLF.
@@ -1109,6 +1445,11 @@ struct Text {
 }
 
 impl Text {
+    /// A line written exactly as given (real files have lines the field form cannot make).
+    fn raw(&mut self, line: &str) {
+        self.lines.push(line.to_string());
+    }
+
     fn comment(&mut self, text: &str) {
         self.lines.push(format!("# {text}"));
     }
@@ -1177,9 +1518,11 @@ fn write_text(path: &Path, bytes: &[u8]) -> Result<(), FormatError> {
     std::fs::rename(&tmp, path).map_err(|e| FormatError::io(path, e))
 }
 
-/// Write a click folder: the TIFFs first, then `ClickInfo.txt` (Latin-1, CRLF), then, when
-/// there are ROIs, `AnalyzedClickInfo.txt` (the same text plus `*** ROIs:`). The result reads
-/// back with [`read_click_folder`] to the same meta, frames, coefficient and flat.
+/// Write a click folder in Living Image's layout: the TIFFs first, then `ClickInfo.txt`
+/// (Latin-1, CRLF; sections in the real order, the camera block only here), then, when there
+/// are ROIs, `AnalyzedClickInfo.txt` (image sections, labels, `*** ROIs:`, no camera block).
+/// The result reads back with [`read_click_folder`] to the same meta, frames, coefficient
+/// and flat.
 pub fn write_click_folder(dir: &Path, spec: &IvisFolderSpec) -> Result<(), FormatError> {
     let meta = spec.meta;
     let dim = spec.luminescent_adu.dim();
@@ -1259,68 +1602,85 @@ pub fn write_click_folder(dir: &Path, spec: &IvisFolderSpec) -> Result<(), Forma
     write_u16(&bias_path, &bias_stored)?;
     write_u16(&dark_path, &dark_stored)?;
 
-    let yes_no = |b: bool| if b { "Yes" } else { "No" };
-    let mut t = Text::default();
-    t.comment(&format!(
-        "Written by lumiq {} (see docs/ivis-click-folder.md)",
-        env!("CARGO_PKG_VERSION")
-    ));
     let click = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    t.section("ClickNumber", &click);
-
-    t.section(LUMINESCENT, "luminescent.TIF");
-    t.field(
-        "Acquisition Date",
-        meta.acquired_at.format("%A, %B %-d, %Y"),
-    );
-    t.field("Acquisition Time", meta.acquired_at.format("%H:%M:%S"));
-    t.field("Acquisition Seconds", to_mac_seconds(meta.acquired_at));
-    t.field("Binning Factor", meta.binning);
-    t.field("Luminescent Exposure (Seconds)", num(meta.exposure_s));
-    t.field("f Number", num(meta.f_number));
-    t.field("Field of View", num(meta.fov_cm));
-    let mean_bias = spec.readbias_adu.mean().unwrap_or(0.0);
-    t.field("Read Bias Level", format!("{mean_bias:.2}"));
-    t.field("Emission filter", &meta.emission_filter);
-    t.field("Measured Temperature", num(meta.sensor_temp_c));
-    t.field("Cosmic Corrected", yes_no(false));
-    t.field("Flat Field Corrected", yes_no(false));
-    t.field("Background Corrected", yes_no(false));
-
-    if let Some(p) = photo_meta {
-        t.section(PHOTOGRAPH, "photograph.TIF");
-        t.field("Binning Factor", p.binning);
-        t.field("Exposure Time Sec", num(p.exposure_s));
+    let labels = |t: &mut Text| {
+        t.section(USER_LABELS, "Living Image Universal");
+        t.field("Experiment", meta.study_id.as_deref().unwrap_or(""));
+        t.field("Animal Number", spec.animal_numbers.join(", "));
+        t.field("View", meta.view.as_deref().unwrap_or(""));
+        t.field(
+            "Luc Injection Time",
+            meta.injection_time
+                .map(|i| i.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default(),
+        );
+        t.section("User Input", "");
+    };
+    let images = |t: &mut Text| {
+        if let Some(p) = photo_meta {
+            t.section(PHOTOGRAPH, "photograph.TIF");
+            t.field("Binning Factor", p.binning);
+            t.field("Exposure Time Sec", num(p.exposure_s));
+            t.field("f Number", num(meta.f_number));
+            t.field("Field of View", num(meta.fov_cm));
+        }
+        t.section("readbiasonly image", "");
+        t.field("Binning Factor", meta.binning);
+        t.section(DARKCHARGE, "background.TIF");
+        t.field("Binning Factor", meta.binning);
+        t.field("Luminescent Exposure (Seconds)", num(meta.exposure_s));
+        t.field("Data Multiplier", num(m));
+        if let Some(bkg) = spec.background_click {
+            t.field("Background Click", bkg);
+        }
+        t.section(READBIAS, "readbias.TIF");
+        t.field("Binning Factor", meta.binning);
+        t.field("Data Multiplier", num(m));
+        t.section(LUMINESCENT, "luminescent.TIF");
+        t.field(
+            "Acquisition Date",
+            meta.acquired_at.format("%A, %B %-d, %Y"),
+        );
+        t.field("Acquisition Time", meta.acquired_at.format("%H:%M:%S"));
+        t.field("Acquisition Seconds", to_mac_seconds(meta.acquired_at));
+        t.field("Binning Factor", meta.binning);
+        t.field("Luminescent Exposure (Seconds)", num(meta.exposure_s));
         t.field("f Number", num(meta.f_number));
         t.field("Field of View", num(meta.fov_cm));
-    }
+        let mean_bias = spec.readbias_adu.mean().unwrap_or(0.0);
+        t.field("Read Bias Level", format!("{mean_bias:.2}"));
+        t.field("Emission filter", &meta.emission_filter);
+        t.field("Measured Temperature", num(meta.sensor_temp_c));
+        // The file holds raw counts: Living Image applies these corrections on display.
+        for flag in [
+            "Cosmic Corrected",
+            "Flat Field Corrected",
+            "Background Corrected",
+        ] {
+            t.field(flag, "No");
+        }
+    };
 
-    t.section(READBIAS, "readbias.TIF");
-    t.field("Binning Factor", meta.binning);
-    t.field("Data Multiplier", num(m));
-
-    t.section(DARKCHARGE, "background.TIF");
-    t.field("Binning Factor", meta.binning);
-    t.field("Luminescent Exposure (Seconds)", num(meta.exposure_s));
-    t.field("Data Multiplier", num(m));
-
-    t.section(USER_LABELS, "Living Image Universal");
-    t.field("Experiment", meta.study_id.as_deref().unwrap_or(""));
-    t.field("Animal Number", spec.animal_numbers.join(", "));
-    t.field("View", meta.view.as_deref().unwrap_or(""));
-    t.field(
-        "Luc Injection Time",
-        meta.injection_time
-            .map(|i| i.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_default(),
-    );
-
+    // ClickInfo.txt: what the instrument wrote at acquisition, camera block included.
+    let mut t = Text::default();
+    t.section("ClickNumber", &click);
+    labels(&mut t);
+    t.section("Analysis User Input", "");
+    images(&mut t);
     t.section(CAMERA, "");
+    t.raw("Camera Info File Version Number:\t:\t3.0");
+    t.comment(&format!(
+        "Written by lumiq {} in Living Image's layout (see docs/ivis-click-folder.md)",
+        env!("CARGO_PKG_VERSION")
+    ));
     t.field("Camera ID", spec.camera_id);
-    t.field("CCD Saturation Level", num(spec.saturation_adu));
+    t.raw(&format!(
+        "CCD Saturation Level:\t{}\t# ADU",
+        num(spec.saturation_adu)
+    ));
     for (letter, fov) in spec.shelf_fovs {
         t.field(
             &format!("Shelf Position {} FOV", letter.to_ascii_uppercase()),
@@ -1348,24 +1708,35 @@ pub fn write_click_folder(dir: &Path, spec: &IvisFolderSpec) -> Result<(), Forma
         .map(num)
         .join(","),
     );
-    let defects: Vec<String> = spec
-        .defects_unbinned
+    t.comment(
+        "CCDMap: col #, start row #, end row #, col #, start row, end row ... -1, row #, start \
+         col, end col, ... -1, xVal1, yVal1, xVal2, yVal2 ... -1, substitute value, debug flag",
+    );
+    let last_row = rows * meta.binning as usize - 1;
+    let map: Vec<String> = spec
+        .bad_columns_unbinned
         .iter()
-        .map(|(x, y)| format!("pixel {x},{y}"))
+        .map(|x| format!("{x},0,{last_row}"))
+        .chain(["-1".to_string(), "-1".to_string()])
         .chain(
-            spec.bad_columns_unbinned
+            spec.defects_unbinned
                 .iter()
-                .map(|x| format!("column {x}")),
+                .map(|(x, y)| format!("{x},{y}")),
         )
+        .chain(["-1, 0, 0".to_string()])
         .collect();
-    for chunk in defects.chunks(CCD_MAP_ITEMS_PER_LINE) {
-        t.field("CCDMap", chunk.join("; "));
-    }
-
+    t.field("CCDMap", map.join(","));
+    t.section("Graph Controls", "");
     let click_path = dir.join(CLICK_INFO);
     write_text(&click_path, &t.to_latin1(&click_path)?)?;
 
+    // AnalyzedClickInfo.txt: what analysis wrote; no camera block.
     if !spec.rois_unbinned.is_empty() {
+        let mut t = Text::default();
+        t.section("ClickNumber", &click);
+        t.field("ClickInfoType", "SingleClickAnalysis");
+        images(&mut t);
+        labels(&mut t);
         let cm_per_px = meta.fov_cm / (cols as f64 * f64::from(meta.binning));
         t.section(
             ROIS,
@@ -1394,16 +1765,52 @@ pub fn write_click_folder(dir: &Path, spec: &IvisFolderSpec) -> Result<(), Forma
             t.field(
                 &format!("ROI {}", i + 1),
                 format!(
-                    "ROI Type=Measurement;Shape={shape};Xc={xc};Yc={yc};Width={w};Height={h};\
-                     Angle={a};Label={};cm per pixel={cm_per_px:.12};",
+                    "zColorIndex={};ROI Type=Measurement;Shape={shape};Xc={xc};Yc={yc};\
+                     Width={w};Height={h};Angle={a};Label={};cm per pixel={cm_per_px:.12};",
+                    i + 1,
                     roi.label.replace(';', ",")
                 ),
             );
         }
+        t.section("Tags", "");
+        t.section("Comments", "");
+        t.section("saved luminescent corrected image", "");
+        t.field("Cosmic Corrected", "Yes");
+        t.field("Flat Field Corrected", "Yes");
+        t.field("Background Corrected", "Yes");
+        t.field("Intensity Calibration", "Radiance (Photons)");
         let analyzed_path = dir.join(ANALYZED_CLICK_INFO);
         write_text(&analyzed_path, &t.to_latin1(&analyzed_path)?)?;
     }
     Ok(())
+}
+
+/// Write a background (dark) click as a lab's library holds it: `<dir>/ClickInfo.txt` with
+/// its darkcharge section and `<dir>/background.TIF` (the dark charge × `data_multiplier`).
+/// `dir`'s name is the click's name (`BKG20220105025931`), which folders name in
+/// `Background Click`.
+pub fn write_background_click(
+    dir: &Path,
+    dark_adu: &Array2<f32>,
+    binning: u32,
+    exposure_s: f64,
+    data_multiplier: f64,
+) -> Result<(), FormatError> {
+    std::fs::create_dir_all(dir).map_err(|e| FormatError::io(dir, e))?;
+    let tiff = dir.join("background.TIF");
+    write_u16(&tiff, &to_stored_u16(dark_adu, data_multiplier, &tiff)?)?;
+    let mut t = Text::default();
+    let click = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    t.section("ClickNumber", &click);
+    t.section(DARKCHARGE, "background.TIF");
+    t.field("Binning Factor", binning);
+    t.field("Luminescent Exposure (Seconds)", num(exposure_s));
+    t.field("Data Multiplier", num(data_multiplier));
+    let path = dir.join(CLICK_INFO);
+    write_text(&path, &t.to_latin1(&path)?)
 }
 
 #[cfg(test)]
@@ -1533,6 +1940,7 @@ mod tests {
                 rois_unbinned: &self.rois,
                 animal_numbers: &self.animals,
                 camera_id: "IS1234N5678",
+                background_click: None,
             }
         }
 
@@ -1595,14 +2003,16 @@ mod tests {
         assert_eq!(cal.flat, expected_flat);
         let centre = fx.flat.at(24.5 * px, 16.5 * px, 22.4, ROWS as f64 * px);
         assert!((f64::from(cal.flat[[16, 24]]) - centre).abs() < 1e-6);
-        // Corner (0, 0): dx = 0.5 px − (11.2 + 0.3), dy = 0.5 px − (7.467 − 0.2).
-        let (dx, dy) = (0.5 * px - 11.5, 0.5 * px - (ROWS as f64 * px / 2.0 - 0.2));
+        // Corner (0, 0): dx = 0.5 px − (11.2 + 0.3), dy = 0.5 px − (7.467 − (−0.2)): the
+        // axis offset's y points up the image, so y0 = −0.2 puts the axis below the centre.
+        let (dx, dy) = (0.5 * px - 11.5, 0.5 * px - (ROWS as f64 * px / 2.0 + 0.2));
         let r = (dx * dx + dy * dy).sqrt();
         let corner = 1.0 - 1.6e-3 * r * r + 1.2e-6 * r.powi(4);
         assert!((f64::from(cal.flat[[0, 0]]) - corner).abs() < 1e-6);
         assert!(cal.flat[[0, 0]] < cal.flat[[16, 24]] && (cal.flat[[16, 24]] - 1.0).abs() < 0.01);
 
-        // Bad pixels: (x 120, y 45) → (row 5, col 15); (7, 7) → (0, 0); column 337 → 42.
+        // Bad pixels: (x 120, y 45) → (row 5, col 15); (7, 7) → (0, 0); column 337, rows
+        // 0..=255 (written as the triple `337,0,255`) → column 42.
         let bad = &cal.bad_pixels;
         assert!(bad[[5, 15]] && bad[[0, 0]]);
         assert!((0..ROWS).all(|r| bad[[r, 42]]));
@@ -1640,6 +2050,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "ClickInfo.txt",
                 "AnalyzedClickInfo.txt",
                 "luminescent.TIF",
                 "readbias.TIF",
@@ -1752,8 +2163,12 @@ mod tests {
         fx.rois.clear();
         let dir = fx.write();
         assert!(!dir.path().join(ANALYZED_CLICK_INFO).exists());
-        // The luminescent section's is the first Binning Factor line.
-        edit_click_info(dir.path(), "Binning Factor:\t8\r\n", "");
+        // The luminescent section's Binning Factor follows its Acquisition Seconds.
+        edit_click_info(
+            dir.path(),
+            "Acquisition Seconds:\t3724223537\r\nBinning Factor:\t8\r\n",
+            "Acquisition Seconds:\t3724223537\r\n",
+        );
         let err = read_click_folder(dir.path()).unwrap_err();
         assert!(matches!(err, FormatError::MissingField { .. }), "{err:?}");
         let e = err.to_string();
@@ -1777,20 +2192,72 @@ mod tests {
         );
     }
 
+    /// Regression: a flat `1,0,0,0,0,0,0` and real, non-monotonic coefficients were
+    /// refused. Any polynomial positive over the frame is used; an implausible one is
+    /// flagged; one that reaches zero is an error naming the line.
     #[test]
-    fn rising_flat_polynomial_is_refused() {
+    fn flat_polynomials_positive_are_used_implausible_flagged_non_positive_refused() {
         let mut fx = fixture();
-        fx.flat.k = [1.0, 0.0, 2.0e-3, 0.0, 0.0];
-        let dir = fx.write();
-        let e = read_err(dir.path());
-        assert!(e.contains("Shelf Position D FF5 f/1 Coefs"), "{e}");
-        assert!(e.contains("not a vignetting profile"), "{e}");
-
-        // Falling through zero inside the frame is refused too.
+        let flags_for = |fx: &Fixture| {
+            let dir = fx.write();
+            read_click_folder(dir.path()).map(|f| (f.flags, f.calibration.flat))
+        };
+        // Flat: no vignetting at all. Valid, not flagged, FF = 1 everywhere.
+        fx.flat = RadialFlat {
+            k: [1.0, 0.0, 0.0, 0.0, 0.0],
+            x0_cm: 0.0,
+            y0_cm: 0.0,
+        };
+        let (flags, flat) = flags_for(&fx).unwrap();
+        assert!(!flags.contains(&QualityFlag::FlatImplausible), "{flags:?}");
+        assert!(flat.iter().all(|&v| v == 1.0));
+        // Real shelf D f/1 at 22.4 cm (falls to ~0.21 in the corners) and shelf A f/1 at
+        // 4 cm (not monotonic), each on its own field of view.
+        for (shelf, fov_cm, k) in [
+            (
+                "D",
+                22.4,
+                [
+                    0.993171, 0.001630, -0.005467, 0.000520, -0.000023, -0.013469, 0.602904,
+                ],
+            ),
+            (
+                "A",
+                4.0,
+                [
+                    1.020414, -0.189043, 0.298781, -0.180408, 0.028754, -0.046228, 0.133962,
+                ],
+            ),
+        ] {
+            let mut fx = fixture();
+            fx.meta.shelf = Some(shelf.into());
+            fx.meta.fov_cm = fov_cm;
+            fx.coefficients.push((4.0, 1.0, 2.263e7));
+            fx.flat = RadialFlat {
+                k: [k[0], k[1], k[2], k[3], k[4]],
+                x0_cm: k[5],
+                y0_cm: k[6],
+            };
+            let (flags, _) = flags_for(&fx).unwrap();
+            assert!(
+                !flags.contains(&QualityFlag::FlatImplausible),
+                "{k:?}: {flags:?}"
+            );
+        }
+        // Rising toward the corners: used as stored, flagged.
+        fx.flat = RadialFlat {
+            k: [1.0, 0.0, 2.0e-3, 0.0, 0.0],
+            x0_cm: 0.0,
+            y0_cm: 0.0,
+        };
+        let (flags, _) = flags_for(&fx).unwrap();
+        assert!(flags.contains(&QualityFlag::FlatImplausible), "{flags:?}");
+        // Falling through zero inside the frame is an error naming the line.
         fx.flat.k = [1.0, 0.0, -2.0e-2, 0.0, 0.0];
         let dir = fx.write();
         let e = read_err(dir.path());
-        assert!(e.contains("FF5") && e.contains("> 0 everywhere"), "{e}");
+        assert!(e.contains("Shelf Position D FF5 f/1 Coefs"), "{e}");
+        assert!(e.contains("> 0 everywhere"), "{e}");
     }
 
     #[test]
@@ -1806,7 +2273,7 @@ mod tests {
 
     #[test]
     fn clickinfo_parse_sections_fields_and_comments() {
-        let text = "# comment: with colon\n*** luminescent image:\tlum.TIF\nAcquisition Time:\t10:32:17\nbinning factor: 4\nfree text line\n*** Camera System Info:\r\nCCDMap:\tpixel 1,2\r\nCCDMap:\tcolumn 9\r\n";
+        let text = "# comment: with colon\n*** luminescent image:\tlum.TIF\nAcquisition Time:\t10:32:17\nbinning factor: 4\nfree text line\n*** Camera System Info:\r\nCamera Info File Version Number:\t:\t3.0\r\n# CCDMap: col #, start row #, end row #\r\nCCD Saturation Level:\t60000\t# ADU\r\nCCDMap:\t9,0,99,-1,-1,1,2,-1, 0, 0\r\nCCDMap:\t-1,-1,5,5,-1, 0, 0\r\n";
         let ci = ClickInfo::parse(text, Path::new("ClickInfo.txt")).unwrap();
         assert_eq!(
             ci.section_names(),
@@ -1816,12 +2283,20 @@ mod tests {
         assert_eq!(ci.get(LUMINESCENT, "Acquisition Time"), Some("10:32:17"));
         assert_eq!(ci.get(LUMINESCENT, "Binning Factor"), Some("4"));
         assert_eq!(ci.get(CAMERA, "Acquisition Time"), None);
-        assert_eq!(ci.get_all(CAMERA, "CCDMap"), ["pixel 1,2", "column 9"]);
+        // The doubled colon and the trailing `<TAB># comment` are not part of the value.
+        assert_eq!(
+            ci.get(CAMERA, "Camera Info File Version Number"),
+            Some("3.0")
+        );
+        assert_eq!(ci.get(CAMERA, "CCD Saturation Level"), Some("60000"));
+        assert_eq!(ci.get_all(CAMERA, "CCDMap").len(), 2);
+        // Only the first CCDMap line counts.
         assert_eq!(
             ccd_map(&ci).unwrap(),
             CcdMap {
+                columns: vec![(9, 0, 99)],
+                rows: vec![],
                 pixels: vec![(1, 2)],
-                columns: vec![9]
             }
         );
         let e = ClickInfo::parse("just: text\n", Path::new("x/ClickInfo.txt"))
@@ -1856,12 +2331,15 @@ mod tests {
         assert_eq!(parse_injection_time("about ten minutes before", at), None);
     }
 
-    /// A hand-written AnalyzedClickInfo.txt in Living Image's own layout (not lumiq's
-    /// writer): section and key spellings, `Shape=Square`, a background ROI, `Open`.
+    /// A hand-written AnalyzedClickInfo.txt that carries the camera block itself (not
+    /// lumiq's writer), read alone: section and key spellings, `Shape=Square`, a background
+    /// ROI, `Open`.
     #[test]
-    fn golden_living_image_layout_reads() {
+    fn analyzed_click_info_alone_with_a_camera_block_reads() {
         let dir = tempfile::tempdir().unwrap();
-        let golden = include_bytes!("../../tests/data/ivis/AnalyzedClickInfo.txt");
+        let golden = include_bytes!(
+            "../../tests/data/ivis/analyzed-with-camera-block/AnalyzedClickInfo.txt"
+        );
         assert!(golden.windows(2).any(|w| w == b"\r\n"));
         std::fs::write(dir.path().join(ANALYZED_CLICK_INFO), golden).unwrap();
         let (rows, cols) = (64, 64);
@@ -1936,5 +2414,283 @@ mod tests {
         assert!(
             matches!(rois[1].shape, RoiShape::Rectangle { angle_deg, .. } if angle_deg == 15.0)
         );
+    }
+
+    /// The hand-written pair in tests/data/ivis/real-layout, with frames of the real sizes
+    /// (luminescent 240² at binning 8, photograph 960² at binning 2: a 1920-pixel sensor).
+    fn real_layout_folder(own_dark: u16) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [CLICK_INFO, ANALYZED_CLICK_INFO] {
+            std::fs::copy(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/data/ivis/real-layout")
+                    .join(name),
+                dir.path().join(name),
+            )
+            .unwrap();
+        }
+        let n = 240;
+        write_u16(
+            &dir.path().join("luminescent.TIF"),
+            &Array2::from_elem((n, n), 640),
+        )
+        .unwrap();
+        write_u16(
+            &dir.path().join("photograph.TIF"),
+            &Array2::from_elem((4 * n, 4 * n), 9000),
+        )
+        .unwrap();
+        write_u16(
+            &dir.path().join("readbias.TIF"),
+            &Array2::from_elem((n, n), 6085),
+        )
+        .unwrap();
+        write_u16(
+            &dir.path().join("background.TIF"),
+            &Array2::from_elem((n, n), own_dark),
+        )
+        .unwrap();
+        dir
+    }
+
+    /// Regression: real folders put the camera block in ClickInfo.txt only, and lumiq
+    /// refused them (`missing field Camera System Info / Shelf Position D FOV`), then refused
+    /// their CCDMap (`-1,-1,929,1211,1828,1069,-1, 0, 0`).
+    #[test]
+    fn real_layout_pair_reads_camera_from_clickinfo_and_labels_from_analysis() {
+        let dir = real_layout_folder(UNUSABLE_DARK_ADU);
+        let f = read_click_folder(dir.path()).unwrap();
+        let m = &f.acquisition.meta;
+        assert!(f.analyzed);
+        assert_eq!(m.instrument_id, "IS1234N5678");
+        assert_eq!(
+            (m.binning, m.fov_cm, m.f_number, m.exposure_s),
+            (8, 22.4, 1.0, 40.0)
+        );
+        assert_eq!(m.shelf.as_deref(), Some("D"));
+        assert_eq!(m.sensor_temp_c, -90.1);
+        assert_eq!(m.subject_ids, ["3466", "3467", "3468", "3469", "3470"]);
+        // Labels: AnalyzedClickInfo.txt's copy wins (re-labelled during analysis).
+        assert_eq!(
+            m.study_id.as_deref(),
+            Some("GL261 brain, cohort 2 (réanalyse)")
+        );
+        assert_eq!(
+            m.injection_time,
+            Some(Utc.with_ymd_and_hms(2022, 1, 5, 11, 40, 0).unwrap())
+        );
+        let cal = &f.calibration;
+        assert_eq!(cal.coefficient, 7.223e5);
+        assert_eq!(cal.sensor.saturation_adu, 60000.0);
+        // The real shelf D f/1 polynomial, not flagged; pixel 22.4/240 cm.
+        assert!(
+            !f.flags.contains(&QualityFlag::FlatImplausible),
+            "{:?}",
+            f.flags
+        );
+        let real_d = RadialFlat {
+            k: [0.993171, 0.001630, -0.005467, 0.000520, -0.000023],
+            x0_cm: -0.013469,
+            y0_cm: 0.602904,
+        };
+        assert_eq!(cal.flat, real_d.to_frame(240, 240, 22.4 / 240.0));
+        // y0 = +0.6 cm points up: the top corners are brighter than the bottom ones.
+        assert!(cal.flat[[0, 0]] > cal.flat[[239, 0]] + 0.1);
+        // CCDMap: bad pixels (929, 1211) and (1828, 1069) → binned (151, 116), (133, 228);
+        // the second CCDMap line (column 5) does not count.
+        let bad: Vec<(usize, usize)> = cal
+            .bad_pixels
+            .indexed_iter()
+            .filter(|(_, &b)| b)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(bad, [(133, 228), (151, 116)]);
+        // The folder's own dark is saturated: not subtracted, flagged.
+        assert!(cal.dark_adu.is_none());
+        assert!(f.flags.contains(&QualityFlag::DarkNotSubtracted));
+        // ROIs in sensor (unbinned) pixels ÷ 8.
+        let rois = &f.acquisition.imported_rois;
+        assert_eq!(rois.len(), 5);
+        assert_eq!(
+            rois[0].shape,
+            RoiShape::Ellipse {
+                xc: 225.9 / 8.0,
+                yc: 424.3 / 8.0,
+                width: 225.9 / 8.0,
+                height: 225.9 / 8.0,
+                angle_deg: 0.0
+            }
+        );
+        let names: Vec<&str> = f.files.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(&names[..2], [CLICK_INFO, ANALYZED_CLICK_INFO]);
+    }
+
+    /// Which file wins when both hold a field: acquisition facts from ClickInfo.txt, labels
+    /// from AnalyzedClickInfo.txt; a section only one file has comes from it.
+    #[test]
+    fn merge_takes_acquisition_from_clickinfo_and_labels_from_analysis() {
+        let acq = ClickInfo::parse(
+            "*** User Label Name Set:\tx\r\nAnimal Number:\t1, 2\r\nView:\tDorsal\r\n\
+             *** luminescent image:\tl.TIF\r\nBinning Factor:\t8\r\n\
+             *** Camera System Info:\r\nCamera ID:\tA\r\n",
+            Path::new("ClickInfo.txt"),
+        )
+        .unwrap();
+        let ana = ClickInfo::parse(
+            "*** luminescent image:\tl.TIF\r\nBinning Factor:\t4\r\n\
+             *** User Label Name Set:\tx\r\nAnimal Number:\t3, 4\r\n\
+             *** ROIs:\t1 ROIs for this Click\r\nROI 1:\tShape=Circle\r\n",
+            Path::new("AnalyzedClickInfo.txt"),
+        )
+        .unwrap();
+        let m = ClickInfo::merge(Some(acq), Some(ana)).unwrap();
+        assert_eq!(m.get(LUMINESCENT, "Binning Factor"), Some("8"));
+        assert_eq!(m.file_of(LUMINESCENT), Path::new("ClickInfo.txt"));
+        assert_eq!(m.get(USER_LABELS, "Animal Number"), Some("3, 4"));
+        assert_eq!(m.find("Animal Number"), Some("3, 4"));
+        // The analysis' section replaces the acquisition's as a whole.
+        assert_eq!(m.get(USER_LABELS, "View"), None);
+        assert_eq!(m.file_of(ROIS), Path::new("AnalyzedClickInfo.txt"));
+        assert_eq!(m.get(CAMERA, "Camera ID"), Some("A"));
+        assert_eq!(m.section_names(), [USER_LABELS, LUMINESCENT, CAMERA, ROIS]);
+    }
+
+    /// AnalyzedClickInfo.txt alone has no camera block: the error names the missing file.
+    #[test]
+    fn analyzed_alone_without_camera_block_names_the_missing_clickinfo() {
+        let dir = real_layout_folder(31);
+        std::fs::remove_file(dir.path().join(CLICK_INFO)).unwrap();
+        let e = read_err(dir.path());
+        assert!(e.contains("ClickInfo.txt: is missing"), "{e}");
+        assert!(e.contains("camera block"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        // ClickInfo.txt alone is enough: everything but the ROIs.
+        let dir = real_layout_folder(31);
+        std::fs::remove_file(dir.path().join(ANALYZED_CLICK_INFO)).unwrap();
+        let f = read_click_folder(dir.path()).unwrap();
+        assert!(!f.analyzed && f.acquisition.imported_rois.is_empty());
+        assert_eq!(f.calibration.coefficient, 7.223e5);
+        assert!((f.calibration.dark_adu.as_ref().unwrap()[[0, 0]] - 3.1).abs() < 1e-6);
+    }
+
+    /// A ClickInfo.txt cut short in a copy: one error line naming the file and saying so.
+    #[test]
+    fn truncated_clickinfo_gives_one_clear_error() {
+        let dir = real_layout_folder(31);
+        let p = dir.path().join(CLICK_INFO);
+        let bytes = std::fs::read(&p).unwrap();
+        let cut = bytes.windows(9).position(|w| w == b"Coef C-cc").unwrap();
+        std::fs::write(&p, &bytes[..cut + 12]).unwrap();
+        let e = read_err(dir.path());
+        assert!(e.contains("ClickInfo.txt"), "{e}");
+        assert!(e.contains("cut short"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+        // Cut before the camera block: same.
+        let cut = bytes
+            .windows(22)
+            .position(|w| w == b"*** Camera System Info")
+            .unwrap();
+        std::fs::write(&p, &bytes[..cut - 5]).unwrap();
+        let e = read_err(dir.path());
+        assert!(
+            e.contains("ClickInfo.txt") && e.contains("cut short"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ccd_map_grammar() {
+        let ok = |v: &str| parse_ccd_map(v).unwrap();
+        assert_eq!(
+            ok("-1,-1,929,1211,1828,1069,-1, 0, 0"),
+            CcdMap {
+                columns: vec![],
+                rows: vec![],
+                pixels: vec![(929, 1211), (1828, 1069)],
+            }
+        );
+        assert_eq!(
+            ok("12, 0, 1919, 40, 100, 200, -1, 7, 3, 9, -1, -1, 0, 0"),
+            CcdMap {
+                columns: vec![(12, 0, 1919), (40, 100, 200)],
+                rows: vec![(7, 3, 9)],
+                pixels: vec![],
+            }
+        );
+        // Nothing bad at all; the substitute value and debug flag may be absent.
+        assert_eq!(ok("-1,-1,-1"), CcdMap::default());
+        for (bad, says) in [
+            ("-1,-1,929,1211", "not closed"),
+            ("-1,-1,929", "inside a group"),
+            ("-1,-1,929,x,-1,0,0", "not a whole number"),
+            ("-1,-1,929,-5,-1,0,0", "negative"),
+            ("5,10,2,-1,-1,-1,0,0", "after end"),
+            ("pixel 120,455; column 1337", "not a whole number"),
+        ] {
+            let e = parse_ccd_map(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        // Bad column and row segments mark every binned pixel they touch.
+        let map = ok("3,8,23,-1,17,0,15,-1,-1,0,0");
+        let mask = binned_bad_pixels((4, 4), 8, &map);
+        let marked: Vec<(usize, usize)> = mask
+            .indexed_iter()
+            .filter(|(_, &b)| b)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(marked, [(1, 0), (2, 0), (2, 1)]);
+    }
+
+    /// `--ivis-backgrounds`: the folder's own dark is saturated; the click it names in
+    /// `Background Click` is taken from the library, scaled to the exposure.
+    #[test]
+    fn library_dark_replaces_an_unusable_own_dark() {
+        let dir = real_layout_folder(UNUSABLE_DARK_ADU);
+        let library = tempfile::tempdir().unwrap();
+        let options = ReadOptions {
+            backgrounds_dir: Some(library.path()),
+        };
+        // Not in the library: read, flagged, as without one.
+        let f = read_click_folder_with(dir.path(), &options).unwrap();
+        assert!(f.calibration.dark_adu.is_none());
+        assert!(f.flags.contains(&QualityFlag::DarkNotSubtracted));
+        // In the library, taken at 20 s: doubled for the 40 s image.
+        let dark = Array2::from_elem((240, 240), 1.5f32);
+        write_background_click(
+            &library.path().join("BKG20220105025931"),
+            &dark,
+            8,
+            20.0,
+            10.0,
+        )
+        .unwrap();
+        let f = read_click_folder_with(dir.path(), &options).unwrap();
+        let used = f.calibration.dark_adu.as_ref().unwrap();
+        assert!(used.iter().all(|&v| (v - 3.0).abs() < 1e-6));
+        assert!(!f.flags.contains(&QualityFlag::DarkNotSubtracted));
+        assert!(f
+            .files
+            .iter()
+            .any(|(n, _)| n == "BKG20220105025931/background.TIF"));
+        // A library click at another binning is an error naming it.
+        write_background_click(
+            &library.path().join("BKG20220105025931"),
+            &Array2::from_elem((480, 480), 1.5f32),
+            4,
+            40.0,
+            10.0,
+        )
+        .unwrap();
+        let e = read_click_folder_with(dir.path(), &options)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("BKG20220105025931") && e.contains("binning 8"),
+            "{e}"
+        );
+        // The folder's own usable dark always wins over the library.
+        let dir = real_layout_folder(31);
+        let f = read_click_folder_with(dir.path(), &options).unwrap();
+        assert!((f.calibration.dark_adu.as_ref().unwrap()[[0, 0]] - 3.1).abs() < 1e-6);
     }
 }

