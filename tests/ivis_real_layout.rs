@@ -270,3 +270,66 @@ fn missing_or_truncated_clickinfo_gives_one_clear_error() {
         errors[0]
     );
 }
+
+/// The simulator's IVIS writer makes the real layout by default: on a 1920-pixel sensor
+/// (240 px at binning 8), with the folder's own dark saturated and the true one in the
+/// library, every imported ROI's gross flux is within 2 % of the flux an ideal measurement
+/// gives by Living Image's convention (truth.json).
+#[test]
+fn simulated_real_layout_on_a_1920_sensor_with_a_library_dark() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, library) = (tmp.path().join("click"), tmp.path().join("bkg"));
+    let out = lumiq(&[
+        "simulate",
+        "--out",
+        dir.to_str().unwrap(),
+        "--format",
+        "ivis",
+        "--sensor-px",
+        "1920",
+        "--seed",
+        "21",
+        "--flux",
+        "1e6",
+        "2e7",
+        "--background-library",
+        library.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The layout: camera block in ClickInfo.txt only, ROIs in AnalyzedClickInfo.txt only.
+    let text = |name: &str| {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        bytes.iter().map(|&b| char::from(b)).collect::<String>()
+    };
+    let (click, analyzed) = (text("ClickInfo.txt"), text("AnalyzedClickInfo.txt"));
+    assert!(click.contains("*** Camera System Info:") && !click.contains("*** ROIs:"));
+    assert!(analyzed.contains("*** ROIs:") && !analyzed.contains("*** Camera System Info:"));
+    assert!(analyzed.contains("cm per pixel=0.011666666667"), "1920-pixel sensor");
+    assert!(click.contains("Background Click:\tBKG"));
+
+    let rec = record(lumiq(&[
+        "process",
+        dir.to_str().unwrap(),
+        "--ivis-backgrounds",
+        library.to_str().unwrap(),
+    ]));
+    assert!(!flags(&rec).contains(&"dark_not_subtracted".to_string()));
+    let truth: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("truth.json")).unwrap()).unwrap();
+    let roi_truth = truth["rois"].as_array().unwrap();
+    let rois = imported(&rec);
+    assert_eq!(rois.len(), roi_truth.len());
+    assert!(rois.len() >= 5);
+    for (r, t) in rois.iter().zip(roi_truth) {
+        assert_eq!(r["label"], t["label"]);
+        let expected = t["expected_gross_flux"].as_f64().unwrap();
+        let got = r["gross_total_flux"]["value"].as_f64().unwrap();
+        let rel = (got - expected) / expected;
+        assert!(
+            rel.abs() < 0.02,
+            "{}: gross {got:.4e} vs {expected:.4e} ({:+.2} %)",
+            r["label"],
+            rel * 100.0
+        );
+    }
+}

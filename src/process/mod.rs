@@ -15,6 +15,7 @@ pub mod background;
 pub mod combine;
 pub mod correct;
 pub mod cosmic;
+pub mod dark_bound;
 pub mod detect;
 pub mod filters;
 pub mod photometry;
