@@ -295,7 +295,11 @@ fn simulated_real_layout_on_a_1920_sensor_with_a_library_dark() {
         "--background-library",
         library.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The layout: camera block in ClickInfo.txt only, ROIs in AnalyzedClickInfo.txt only.
     let text = |name: &str| {
         let bytes = std::fs::read(dir.join(name)).unwrap();
@@ -304,7 +308,10 @@ fn simulated_real_layout_on_a_1920_sensor_with_a_library_dark() {
     let (click, analyzed) = (text("ClickInfo.txt"), text("AnalyzedClickInfo.txt"));
     assert!(click.contains("*** Camera System Info:") && !click.contains("*** ROIs:"));
     assert!(analyzed.contains("*** ROIs:") && !analyzed.contains("*** Camera System Info:"));
-    assert!(analyzed.contains("cm per pixel=0.011666666667"), "1920-pixel sensor");
+    assert!(
+        analyzed.contains("cm per pixel=0.011666666667"),
+        "1920-pixel sensor"
+    );
     assert!(click.contains("Background Click:\tBKG"));
 
     let rec = record(lumiq(&[

@@ -1064,10 +1064,18 @@ pub struct ReadOptions<'a> {
     pub backgrounds_dir: Option<&'a Path>,
 }
 
-/// The text of a click folder: ClickInfo.txt and AnalyzedClickInfo.txt merged
-/// ([`ClickInfo::merge`]), with the (name, sha256) of each file read. An error names the
-/// folder when neither file is there.
-fn read_info(dir: &Path) -> Result<(ClickInfo, Vec<(String, String)>, bool), FormatError> {
+/// The text of a click folder.
+struct ClickText {
+    /// ClickInfo.txt and AnalyzedClickInfo.txt merged ([`ClickInfo::merge`]).
+    info: ClickInfo,
+    /// (name, sha256) of each file read.
+    files: Vec<(String, String)>,
+    /// Whether AnalyzedClickInfo.txt was among them.
+    analyzed: bool,
+}
+
+/// Read a click folder's text; an error names the folder when neither file is there.
+fn read_info(dir: &Path) -> Result<ClickText, FormatError> {
     let mut files = Vec::new();
     let mut read = |path: PathBuf| -> Result<Option<ClickInfo>, FormatError> {
         if !path.is_file() {
@@ -1087,7 +1095,11 @@ fn read_info(dir: &Path) -> Result<(ClickInfo, Vec<(String, String)>, bool), For
             "point lumiq at the click folder itself (the one holding luminescent.TIF)",
         )
     })?;
-    Ok((info, files, analyzed))
+    Ok(ClickText {
+        info,
+        files,
+        analyzed,
+    })
 }
 
 /// The dark charge of the click the darkcharge section names (`Background Click`), from the
@@ -1121,7 +1133,11 @@ fn library_dark(
         );
         return Ok(None);
     }
-    let (bkg, bkg_files, _) = read_info(&click)?;
+    let ClickText {
+        info: bkg,
+        files: bkg_files,
+        ..
+    } = read_info(&click)?;
     let fix = "point --ivis-backgrounds at the library holding the background click this folder \
                names, or leave it out to process without a dark (the record is then flagged)";
     let bkg_binning = bkg.required_binning(DARKCHARGE)?;
@@ -1189,7 +1205,11 @@ pub fn read_click_folder_with(
     dir: &Path,
     options: &ReadOptions,
 ) -> Result<IvisFolder, FormatError> {
-    let (info, mut files, analyzed) = read_info(dir)?;
+    let ClickText {
+        info,
+        mut files,
+        analyzed,
+    } = read_info(dir)?;
     let info_path = info.path().to_path_buf();
     let mut flags = Vec::new();
 
