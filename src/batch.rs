@@ -20,8 +20,8 @@ use indicatif::ProgressBar;
 
 use crate::formats::{acquisition_folder, ivis};
 use crate::job;
-use crate::process::{ProcessingParams, QualityFlag, SegmentationModel};
-use crate::record::MeasurementRecord;
+use crate::process::{ProcessingParams, QualityFlag, RegionSource, SegmentationModel};
+use crate::record::{MeasurementRecord, RadianceStatsRecord};
 
 /// The CSV's header. The first nine are Living Image's ROI measurement columns under
 /// Living Image's names; the rest are lumiq's (record field names, units in the name).
@@ -188,93 +188,122 @@ fn joined_flags<'a>(flags: impl Iterator<Item = &'a QualityFlag>) -> String {
     names.join(";")
 }
 
+/// One row of the table, by name; [`Row::cells`] puts it in [`COLUMNS`] order.
+#[derive(Debug, Clone, Default)]
+struct Row {
+    image_number: String,
+    roi: String,
+    image_layer: String,
+    total_flux_p_s: String,
+    avg_radiance: String,
+    stdev_radiance: String,
+    min_radiance: String,
+    max_radiance: String,
+    area_cm2: String,
+    folder: String,
+    region_id: String,
+    region_source: String,
+    net_flux_p_s: String,
+    net_flux_sigma_p_s: String,
+    gross_flux_sigma_p_s: String,
+    snr: String,
+    saturated: String,
+    subject_id: String,
+    minutes_since_injection: String,
+    quality_flags: String,
+    measurement_id: String,
+    detector: String,
+    acquired_at: String,
+}
+
+impl Row {
+    fn cells(self) -> Vec<String> {
+        vec![
+            self.image_number,
+            self.roi,
+            self.image_layer,
+            self.total_flux_p_s,
+            self.avg_radiance,
+            self.stdev_radiance,
+            self.min_radiance,
+            self.max_radiance,
+            self.area_cm2,
+            self.folder,
+            self.region_id,
+            self.region_source,
+            self.net_flux_p_s,
+            self.net_flux_sigma_p_s,
+            self.gross_flux_sigma_p_s,
+            self.snr,
+            self.saturated,
+            self.subject_id,
+            self.minutes_since_injection,
+            self.quality_flags,
+            self.measurement_id,
+            self.detector,
+            self.acquired_at,
+        ]
+    }
+}
+
 /// The rows of one acquisition, in [`COLUMNS`] order: one per region, or a single row with
 /// every region column empty when it has none (so a processed folder always shows).
 pub fn rows(folder: &Path, record: &MeasurementRecord) -> Vec<Vec<String>> {
-    let image_number = folder
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| folder.display().to_string());
-    let minutes = record
-        .acquisition
-        .minutes_since_injection
-        .map(num)
-        .unwrap_or_default();
-    let row = |cells: [String; 14]| -> Vec<String> {
-        let [roi, total, avg, stdev, min, max, area, region_id, source, net, net_sigma, gross_sigma, snr, saturated] =
-            cells;
-        vec![
-            image_number.clone(),
-            roi,
-            if region_id.is_empty() {
-                String::new()
-            } else {
-                IMAGE_LAYER.into()
-            },
-            total,
-            avg,
-            stdev,
-            min,
-            max,
-            area,
-            folder.display().to_string(),
-            region_id,
-            source,
-            net,
-            net_sigma,
-            gross_sigma,
-            snr,
-            saturated,
-        ]
-    };
-    let tail = |subject_id: Option<&str>, flags: String| -> [String; 6] {
-        [
-            subject_id.unwrap_or_default().to_owned(),
-            minutes.clone(),
-            flags,
-            record.measurement_id.to_string(),
-            record.processing.detector.clone(),
-            record.acquired_at.clone(),
-        ]
+    let acquisition = Row {
+        image_number: folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| folder.display().to_string()),
+        folder: folder.display().to_string(),
+        minutes_since_injection: record
+            .acquisition
+            .minutes_since_injection
+            .map(num)
+            .unwrap_or_default(),
+        quality_flags: joined_flags(record.flags.iter()),
+        measurement_id: record.measurement_id.to_string(),
+        detector: record.processing.detector.clone(),
+        acquired_at: record.acquired_at.clone(),
+        ..Row::default()
     };
     if record.regions.is_empty() {
-        let mut r = row(Default::default());
-        r.extend(tail(None, joined_flags(record.flags.iter())));
-        return vec![r];
+        return vec![acquisition.cells()];
     }
     record
         .regions
         .iter()
         .map(|g| {
-            let stats = g.gross_radiance.as_ref();
-            let stat = |f: fn(&crate::record::RadianceStatsRecord) -> f64| {
-                stats.map(|s| num(f(s))).unwrap_or_default()
+            let stat = |f: fn(&RadianceStatsRecord) -> f64| {
+                g.gross_radiance
+                    .as_ref()
+                    .map(|s| num(f(s)))
+                    .unwrap_or_default()
             };
-            let source = serde_json::to_value(g.source)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let mut r = row([
-                g.label.clone(),
-                num(g.gross_total_flux.value),
-                stat(|s| s.mean),
-                stat(|s| s.stdev),
-                stat(|s| s.min),
-                stat(|s| s.max),
-                num(g.area.value),
-                g.region_id.to_string(),
-                source,
-                num(g.total_flux.value),
-                num(g.total_flux.uncertainty),
-                num(g.gross_total_flux.uncertainty),
-                num(g.snr),
-                g.saturated.to_string(),
-            ]);
-            r.extend(tail(
-                g.subject_id.as_deref(),
-                joined_flags(record.flags.iter().chain(&g.flags)),
-            ));
-            r
+            Row {
+                roi: g.label.clone(),
+                image_layer: IMAGE_LAYER.into(),
+                total_flux_p_s: num(g.gross_total_flux.value),
+                avg_radiance: stat(|s| s.mean),
+                stdev_radiance: stat(|s| s.stdev),
+                min_radiance: stat(|s| s.min),
+                max_radiance: stat(|s| s.max),
+                area_cm2: num(g.area.value),
+                region_id: g.region_id.to_string(),
+                region_source: match g.source {
+                    RegionSource::Detected => "detected",
+                    RegionSource::Imported => "imported",
+                }
+                .into(),
+                net_flux_p_s: num(g.total_flux.value),
+                net_flux_sigma_p_s: num(g.total_flux.uncertainty),
+                gross_flux_sigma_p_s: num(g.gross_total_flux.uncertainty),
+                snr: num(g.snr),
+                saturated: g.saturated.to_string(),
+                subject_id: g.subject_id.clone().unwrap_or_default(),
+                quality_flags: joined_flags(record.flags.iter().chain(&g.flags)),
+                ..acquisition.clone()
+            }
+            .cells()
         })
         .collect()
 }
