@@ -408,7 +408,12 @@ pub struct BatchOptions<'a> {
 /// would print.
 fn quantify_folder(path: &Path, opts: &BatchOptions) -> Result<MeasurementRecord, String> {
     let result = panic::catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<MeasurementRecord> {
-        let input = job::load(path, opts.calibration)?;
+        // Design: `--calibration` concerns lumiq folders only; handing it to the reader of a
+        // click folder would only repeat, folder after folder, that it is ignored there.
+        let calibration = opts
+            .calibration
+            .filter(|_| acquisition_folder::is_acquisition_folder(path));
+        let input = job::load(path, calibration)?;
         let out = job::run_with_model(input, opts.params, opts.model)
             .with_context(|| path.display().to_string())?;
         Ok(out.record)

@@ -317,27 +317,56 @@ fn a_clean_archive_exits_zero_and_replaces_an_old_error_list() {
         &root.join("SK20220105101500_001"),
         &["--format", "ivis", "--seed", "21", "--mice", "1"],
     );
+    simulate(&root.join("acq"), &["--seed", "22", "--mice", "1"]);
     let table = tmp.path().join("t.csv");
     let errors = tmp.path().join("t.csv.errors.csv");
     std::fs::write(&errors, "folder,error\nold,stale failure\n").unwrap();
-    let out = lumiq(&[
-        "batch",
-        s(&root),
-        "--csv",
-        s(&table),
-        "--detector",
-        "classical",
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let set = Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/sim-ivis-01");
+    // Run from elsewhere than the repository: the lumiq folder's calibration set comes from
+    // --calibration alone.
+    let batch = |extra: &[&str]| -> Output {
+        let mut args = vec![
+            "batch",
+            s(&root),
+            "--csv",
+            s(&table),
+            "--detector",
+            "classical",
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_lumiq"))
+            .args(&args)
+            .current_dir(tmp.path())
+            .env_remove("LUMIQ_CALIBRATION_DIR")
+            .output()
+            .expect("run lumiq")
+    };
+    let out = batch(&["--calibration", s(&set)]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("ignored"), "{stderr}");
     let (_, rows) = read_csv(&table);
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r["detector"] == "classical"));
+    assert!(rows.iter().any(|r| r["Image Number"] == "acq"));
+    assert!(rows
+        .iter()
+        .any(|r| r["Image Number"] == "SK20220105101500_001"));
     assert_eq!(std::fs::read_to_string(&errors).unwrap(), "folder,error\n");
+
+    // Without it, the lumiq folder fails (named, with the fix) and the click folder is
+    // still quantified.
+    let out = batch(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let (_, failed) = read_csv(&errors);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(Path::new(&failed[0]["folder"]), root.join("acq"));
+    assert!(failed[0]["error"].contains("--calibration"), "{failed:?}");
+    let (_, rows) = read_csv(&table);
+    assert!(rows
+        .iter()
+        .all(|r| r["Image Number"] == "SK20220105101500_001"));
+    assert!(!rows.is_empty());
 }
 
 #[test]
