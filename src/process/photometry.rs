@@ -1,5 +1,6 @@
 //! Photometry of one region: total flux (net and gross), average and maximum radiance,
-//! area, centroid and SNR, each with its uncertainty, per DESIGN.md:
+//! area, centroid and SNR, each with its uncertainty, and the mean, spread and range of its
+//! pixels' gross radiance (Living Image's Avg/Stdev/Min/Max Radiance), per DESIGN.md:
 //! `Φ = 4π · Σ L_i · A` over the pixels whose centres lie in the region.
 //!
 //! Owns: summing over a set of pixels and propagating the variance model. Which pixels
