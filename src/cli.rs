@@ -31,6 +31,10 @@ pub enum Command {
     /// Quantify one acquisition (a lumiq acquisition folder or an IVIS click folder) and
     /// print its measurement record as one JSON object.
     Process(ProcessArgs),
+    /// Quantify every IVIS click folder and lumiq acquisition folder below some folders and
+    /// write one CSV row per region (Living Image's ROI columns, then lumiq's). Exit 0: every
+    /// folder processed; 1: some failed (listed in FILE.errors.csv); 2: nothing written.
+    Batch(BatchArgs),
     /// Simulate an acquisition (or raw calibration frames) with ground truth.
     Simulate(SimulateArgs),
     /// Build calibration masters (bias, dark, flat, bad pixels, gain) from raw frames.
@@ -108,6 +112,31 @@ pub struct ProcessArgs {
     /// when its own dark is unusable or absent (default: $LUMIQ_IVIS_BACKGROUNDS).
     #[arg(long, value_name = "DIR", env = "LUMIQ_IVIS_BACKGROUNDS")]
     pub ivis_backgrounds: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    /// Folders to search, recursively, for click folders and acquisition folders.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// The table to write (one row per region); the folders that failed go to
+    /// FILE.errors.csv beside it. Both are replaced atomically at the end of the run.
+    #[arg(long, value_name = "FILE")]
+    pub csv: PathBuf,
+    /// Calibration set for lumiq folders (as for `lumiq process`). IVIS click folders carry
+    /// their own.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// The lab's background-click library for IVIS click folders (as for `lumiq process`;
+    /// default: $LUMIQ_IVIS_BACKGROUNDS).
+    #[arg(long, value_name = "DIR", env = "LUMIQ_IVIS_BACKGROUNDS")]
+    pub ivis_backgrounds: Option<PathBuf>,
+    /// How tumours are found (as for `lumiq process`).
+    #[arg(long, value_enum)]
+    pub detector: Option<DetectorChoice>,
+    /// Segmentation model file (as for `lumiq process`).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
 }
 
 /// `--detector` values.
@@ -245,6 +274,7 @@ pub fn main() -> i32 {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Process(a) => process(a),
+        Command::Batch(a) => exit_with(batch(a)),
         Command::Simulate(a) => simulate(a),
         Command::Calibrate(a) => calibrate(a),
         Command::Capture(a) => crate::acquire::cli::capture(a),
@@ -281,22 +311,95 @@ fn simulate_training(a: SimulateTrainingArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn process(a: ProcessArgs) -> anyhow::Result<()> {
-    let detector = a.detector.map_or(segment::DEFAULT_DETECTOR, Detector::from);
-    // The model is loaded (and its hash checked) before the acquisition is read: a bad
-    // model fails fast, whatever the folder holds.
-    let model = if detector == Detector::Classical {
-        if let Some(p) = &a.model {
+/// The detector `--detector` names and, unless it is the classical one, its model — loaded
+/// (and its hash checked) before any acquisition is read: a bad model fails fast.
+fn detector_and_model(
+    choice: Option<DetectorChoice>,
+    model: Option<&std::path::Path>,
+) -> anyhow::Result<(Detector, Option<TractSegmenter>)> {
+    let detector = choice.map_or(segment::DEFAULT_DETECTOR, Detector::from);
+    if detector == Detector::Classical {
+        if let Some(p) = model {
             tracing::warn!(
                 "{}: --model is not used by the classical detector",
                 p.display()
             );
         }
-        None
-    } else {
-        let path = segment::resolve_model_path(a.model.as_deref())?;
-        Some(TractSegmenter::load(&path)?)
+        return Ok((detector, None));
+    }
+    let path = segment::resolve_model_path(model)?;
+    Ok((detector, Some(TractSegmenter::load(&path)?)))
+}
+
+/// `lumiq batch`: the exit code (0 all processed, 1 some folders failed, 2 nothing written).
+fn batch(a: BatchArgs) -> i32 {
+    match batch_run(&a) {
+        Ok(summary) => {
+            let errors = crate::batch::errors_path(&a.csv);
+            let plural =
+                |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+            eprintln!(
+                "lumiq: batch: {}: {} processed ({} in {}), {} failed{}",
+                plural(summary.folders, "folder"),
+                summary.processed,
+                plural(summary.rows, "row"),
+                a.csv.display(),
+                summary.failed,
+                if summary.failed > 0 {
+                    format!(" (listed in {})", errors.display())
+                } else {
+                    String::new()
+                }
+            );
+            if summary.failed > 0 {
+                1
+            } else {
+                0
+            }
+        }
+        Err(e) => {
+            eprintln!("lumiq: error: {}", crate::batch::one_line(&e));
+            2
+        }
+    }
+}
+
+fn batch_run(a: &BatchArgs) -> anyhow::Result<crate::batch::Summary> {
+    use std::io::IsTerminal;
+    let (detector, model) = detector_and_model(a.detector, a.model.as_deref())?;
+    let params = ProcessingParams {
+        detector,
+        ..ProcessingParams::default()
     };
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} folders, {eta} left  {wide_msg}",
+            )
+            .expect("a valid progress template"),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    crate::batch::run(
+        &crate::batch::BatchOptions {
+            roots: &a.dirs,
+            csv: &a.csv,
+            calibration: a.calibration.as_deref(),
+            ivis_backgrounds: a.ivis_backgrounds.as_deref(),
+            params: &params,
+            model: model
+                .as_ref()
+                .map(|m| m as &dyn crate::process::SegmentationModel),
+        },
+        &progress,
+    )
+}
+
+fn process(a: ProcessArgs) -> anyhow::Result<()> {
+    let (detector, model) = detector_and_model(a.detector, a.model.as_deref())?;
     let input = job::load_with(
         &a.path,
         &job::Sources {

@@ -14,6 +14,7 @@
 //! - [`overlay`]: the overlay picture a biologist looks at.
 //! - [`calibrate`]: building calibration masters from raw frames.
 //! - [`job`]: one acquisition end to end: load, quantify, record, write outputs.
+//! - [`batch`]: `lumiq batch`, a lab's archive of folders quantified into one CSV table.
 //! - [`delivery`]: the durable outbox and the MQTT publisher that delivers every record.
 //! - [`camera`]: the cooled CCD over USB (USB3 Vision-shaped codecs, rusb transport,
 //!   simulated camera, driver with retries and reconnects).
@@ -31,6 +32,7 @@
 
 pub mod acquire;
 pub mod acquisition;
+pub mod batch;
 pub mod calibrate;
 pub mod camera;
 pub mod cli;

@@ -3,7 +3,9 @@
 //! `schemas/measurement.schema.json`; bump [`SCHEMA_VERSION`] with any change to it (the
 //! schema's `$id`, `const` and the envelope's `$ref` follow). Version 2 added the
 //! segmentation model's identity, the mice found in the photograph (`subjects`) and each
-//! region's `subject_index`, `subject_id` and `flags`.
+//! region's `subject_index`, `subject_id` and `flags`. Version 3 added each region's
+//! `gross_radiance` (mean, standard deviation, minimum and maximum of its pixels' radiance,
+//! background in: Living Image's Avg, Stdev, Min and Max Radiance).
 //!
 //! Owns: the record's shape and units (UCUM codes) and building it from a
 //! [`Quantification`]. Pure: the id and the processing time are passed in by the caller.
@@ -177,6 +179,17 @@ pub struct PlainValue {
     pub unit: String,
 }
 
+/// Mean, standard deviation (population: the pixels' spread, not an uncertainty), minimum
+/// and maximum of a region's pixel radiances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RadianceStatsRecord {
+    pub mean: f64,
+    pub stdev: f64,
+    pub min: f64,
+    pub max: f64,
+    pub unit: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionRecord {
     pub region_id: u32,
@@ -192,6 +205,9 @@ pub struct RegionRecord {
     pub max_radiance: PlainValue,
     pub snr: f64,
     pub saturated: bool,
+    /// Statistics of the region's pixel radiances before the background model (Living
+    /// Image's Avg, Stdev, Min and Max Radiance); null for a region with no pixel.
+    pub gross_radiance: Option<RadianceStatsRecord>,
     /// Index (0-based, left to right) of the mouse the region's centroid lies on; null when
     /// it lies off every mouse or the mice were not located.
     #[serde(default)]
@@ -235,6 +251,13 @@ fn region_record(i: usize, r: &RegionMeasurement) -> RegionRecord {
         },
         snr: r.snr,
         saturated: r.saturated,
+        gross_radiance: r.gross_radiance.map(|g| RadianceStatsRecord {
+            mean: g.mean,
+            stdev: g.stdev,
+            min: g.min,
+            max: g.max,
+            unit: units::RADIANCE.into(),
+        }),
         subject_index: None,
         subject_id: None,
         flags: Vec::new(),

@@ -12,8 +12,8 @@ use crate::process::subjects::IdStatus;
 use crate::process::{ProcessingParams, QualityFlag, RegionSource, UncertaintyComponents};
 use crate::record::{
     units, AcquisitionInfo, CalibrationInfo, CalibrationItemRecord, CoefficientRecord,
-    MeasuredValue, MeasurementRecord, PlainValue, ProcessingInfo, RegionRecord, Software,
-    SubjectRecord, SubjectsRecord, SCHEMA, SCHEMA_VERSION,
+    MeasuredValue, MeasurementRecord, PlainValue, ProcessingInfo, RadianceStatsRecord,
+    RegionRecord, Software, SubjectRecord, SubjectsRecord, SCHEMA, SCHEMA_VERSION,
 };
 
 use super::wire::rfc3339;
@@ -60,6 +60,13 @@ pub fn record(instrument_id: &str, n: u64) -> MeasurementRecord {
                 },
                 snr: 120.0,
                 saturated: false,
+                gross_radiance: Some(RadianceStatsRecord {
+                    mean: flux * 1.05 / 40.0,
+                    stdev: flux / 80.0,
+                    min: flux / 400.0,
+                    max: flux / 9.0,
+                    unit: units::RADIANCE.into(),
+                }),
                 subject_index: Some(i as usize),
                 subject_id: Some(format!("M{n}-{}", i + 1)),
                 flags: Vec::new(),

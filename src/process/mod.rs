@@ -277,4 +277,19 @@ pub struct RegionMeasurement {
     /// Net flux over its statistical uncertainty.
     pub snr: f64,
     pub saturated: bool,
+    /// Pixel statistics of the gross radiance (background still in) over the region: what
+    /// Living Image lists as Avg, Stdev, Min and Max Radiance. `None` for a region with no
+    /// pixel (an ROI wholly off the frame).
+    pub gross_radiance: Option<RadianceStats>,
+}
+
+/// Statistics of the radiance values of a region's pixels, photons/s/cm²/sr.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RadianceStats {
+    pub mean: f64,
+    /// Population standard deviation of the pixel values (divided by n, not n − 1): their
+    /// spread across the region, not an uncertainty.
+    pub stdev: f64,
+    pub min: f64,
+    pub max: f64,
 }

@@ -1,5 +1,6 @@
 //! Photometry of one region: total flux (net and gross), average and maximum radiance,
-//! area, centroid and SNR, each with its uncertainty, per DESIGN.md:
+//! area, centroid and SNR, each with its uncertainty, and the mean, spread and range of its
+//! pixels' gross radiance (Living Image's Avg/Stdev/Min/Max Radiance), per DESIGN.md:
 //! `Φ = 4π · Σ L_i · A` over the pixels whose centres lie in the region.
 //!
 //! Owns: summing over a set of pixels and propagating the variance model. Which pixels
@@ -8,7 +9,7 @@
 use ndarray::Array2;
 
 use super::background::BackgroundModel;
-use super::{RegionMeasurement, RegionSource, Uncertain, UncertaintyComponents};
+use super::{RadianceStats, RegionMeasurement, RegionSource, Uncertain, UncertaintyComponents};
 
 const FOUR_PI: f64 = 4.0 * std::f64::consts::PI;
 
@@ -42,8 +43,10 @@ pub fn measure(
     let mut wx = 0.0f64;
     let mut wy = 0.0f64;
     let mut saturated = false;
+    let mut gross_stats = RunningStats::default();
     for &(r, c) in pixels {
         let l = inp.radiance[[r, c]] as f64;
+        gross_stats.push(l);
         let b = inp.background_map[[r, c]] as f64;
         gross += l;
         bkg += b;
@@ -124,6 +127,42 @@ pub fn measure(
             0.0
         },
         saturated,
+        gross_radiance: gross_stats.finish(),
+    }
+}
+
+/// Mean, spread and range of a stream of values (Welford's update: no cancellation when the
+/// spread is small beside the mean).
+#[derive(Default)]
+struct RunningStats {
+    n: usize,
+    mean: f64,
+    m2: f64,
+    min: f64,
+    max: f64,
+}
+
+impl RunningStats {
+    fn push(&mut self, x: f64) {
+        if self.n == 0 {
+            self.min = x;
+            self.max = x;
+        }
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+        self.min = self.min.min(x);
+        self.max = self.max.max(x);
+    }
+
+    fn finish(&self) -> Option<RadianceStats> {
+        (self.n > 0).then(|| RadianceStats {
+            mean: self.mean,
+            stdev: (self.m2 / self.n as f64).max(0.0).sqrt(),
+            min: self.min,
+            max: self.max,
+        })
     }
 }
 
@@ -184,5 +223,31 @@ mod tests {
         );
         assert!((m.average_radiance.value - 1000.0).abs() < 1e-3);
         assert_eq!(m.centroid_px, [5.0, 5.0]);
+    }
+
+    #[test]
+    fn gross_radiance_stats_are_the_pixel_values_statistics() {
+        // Pixels 1..=10 over a zero background: mean 5.5, population σ √8.25, range 1–10.
+        let vals: Vec<f32> = (1..=10).map(|v| v as f32).collect();
+        let (rad, bm, map, var, sat) = inputs_with(Array2::from_shape_vec((2, 5), vals).unwrap());
+        let inp = PhotometryInputs {
+            radiance: &rad,
+            background: &bm,
+            background_map: &map,
+            var_poisson: &var,
+            var_read: &var,
+            saturated: &sat,
+            pixel_size_cm: 0.1,
+            coefficient_rel_uncertainty: 0.0,
+        };
+        let px: Vec<(usize, usize)> = (0..10).map(|i| (i / 5, i % 5)).collect();
+        let s = measure(&inp, &px, RegionSource::Imported, "roi".into())
+            .gross_radiance
+            .expect("a region with pixels has statistics");
+        assert!((s.mean - 5.5).abs() < 1e-12);
+        assert!((s.stdev - 8.25f64.sqrt()).abs() < 1e-12);
+        assert_eq!((s.min, s.max), (1.0, 10.0));
+        let empty = measure(&inp, &[], RegionSource::Imported, "off".into());
+        assert!(empty.gross_radiance.is_none());
     }
 }

@@ -325,10 +325,12 @@ impl jsonschema::Retrieve for LocalSchemas {
         &self,
         uri: &jsonschema::Uri<String>,
     ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        let record = format!(
+            "https://lumiq.invalid/schemas/measurement/{}",
+            lumiq::record::SCHEMA_VERSION
+        );
         match uri.as_str() {
-            "https://lumiq.invalid/schemas/measurement/2" => {
-                Ok(schema_file("measurement.schema.json"))
-            }
+            u if u == record => Ok(schema_file("measurement.schema.json")),
             other => Err(format!("unknown schema {other}").into()),
         }
     }
