@@ -53,6 +53,7 @@ use crate::process::{FrameCalibration, QualityFlag, SensorFacts};
 use camera::*;
 use click_info::*;
 use read::*;
+#[cfg(test)]
 use write::*;
 
 pub use click_info::ClickInfo;
