@@ -162,8 +162,8 @@ pub struct SimulateArgs {
     /// Photograph mice without tails.
     #[arg(long)]
     pub no_tails: bool,
-    /// Photograph without the apparatus: no manifold or nose cones, no dividers, no ear tags
-    /// or tail marks.
+    /// Photograph without the apparatus and the finer anatomy: no manifold or nose cones, no
+    /// dividers, no ear tags or tail marks, elliptical mice without a neck.
     #[arg(long)]
     pub plain_photo: bool,
     /// Unevenness of the photograph's LED light (0 = the instrument's gentle falloff; 0.6 =
@@ -351,6 +351,7 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         manifold: !a.plain_photo,
         dividers: !a.plain_photo,
         marks: !a.plain_photo,
+        heads: !a.plain_photo,
         photo_unevenness: a.uneven_light,
         stray_sources: a.stray_sources,
         cosmic_rays: !a.no_cosmic_rays,

@@ -247,10 +247,11 @@ impl Tally {
 
 #[test]
 fn real_scenes_over_many_seeds_give_every_mouse_id_and_tumour() {
-    // The default scene is the real one: manifold and nose cones, dividers, tails to the
-    // bottom edge, ear tags and tail marks; then touching pairs, uneven light, and both.
+    // The default scene is the real one: manifold and nose cones, dividers, heads behind a
+    // neck, tails to the bottom edge, ear tags and tail marks; then touching pairs, uneven
+    // light, both, and fewer mice.
     let inst = Instrument::default();
-    let variants: [(&str, SceneSpec, std::ops::RangeInclusive<u64>); 4] = [
+    let variants: [(&str, SceneSpec, std::ops::RangeInclusive<u64>); 6] = [
         ("real scene", SceneSpec::default(), 101..=124),
         (
             "touching mice",
@@ -269,6 +270,22 @@ fn real_scenes_over_many_seeds_give_every_mouse_id_and_tumour() {
             301..=310,
         ),
         ("touching and uneven", hard_scene(0, 8), 401..=410),
+        (
+            "three mice",
+            SceneSpec {
+                mice: 3,
+                ..SceneSpec::default()
+            },
+            501..=504,
+        ),
+        (
+            "one mouse",
+            SceneSpec {
+                mice: 1,
+                ..SceneSpec::default()
+            },
+            601..=602,
+        ),
     ];
     let mut all = Tally::default();
     let mut lines = Vec::new();
@@ -297,7 +314,7 @@ fn real_scenes_over_many_seeds_give_every_mouse_id_and_tumour() {
     }
     lines.push(all.summary("all"));
     eprintln!("{}", lines.join("\n"));
-    assert_eq!(all.scenes, 54);
+    assert_eq!(all.scenes, 60);
     assert!(all.tumours >= 250, "{} tumours", all.tumours);
     assert!(all.problems.is_empty(), "{}", all.problems.join("\n"));
 }
@@ -481,9 +498,9 @@ fn a_hand_drawn_five_mouse_photograph_gives_five_mice_in_order() {
 
 #[test]
 fn nose_cones_and_heads_do_not_make_a_sixth_mouse() {
-    // Regression: five mice with distinct heads under their nose cones were counted as six
-    // (a head with its cone split off as a mouse of its own), so no Animal Number was
-    // applied. Each head, each head-and-cone, must stay with its body.
+    // Regression: five mice with distinct heads under their nose cones were counted as more
+    // than five (heads with their cones split off as mice of their own), so no
+    // Animal Number was applied. Each head, each head-and-cone, must stay with its body.
     let s = SubjectSettings::default();
     for manifold_bottom_cm in [3.0, 3.4, 3.8] {
         let map = locate_subjects(
@@ -576,17 +593,32 @@ fn an_ivis_folder_gets_its_animal_numbers_left_to_right() {
         assert!(!rec.flags.contains(&QualityFlag::SubjectCountMismatch));
         assert!(!rec.flags.contains(&QualityFlag::RegionOutsideSubjects));
 
-        // Every detected tumour carries the number of the mouse it lies on.
+        // Every detected tumour carries the number of the mouse truth.json says it lies on.
+        let truth: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap())
+                .unwrap();
+        let named = truth["tumour_subjects"].as_array().unwrap();
+        assert_eq!(named.len(), sim.truth.tumours.len());
         for (t, region) in sim.truth.tumours.iter().zip(regions_of_tumours(&out, &sim)) {
             let Some(i) = region else { continue };
             let r = &rec.regions[i];
-            assert_eq!(r.subject_index, Some(t.mouse), "tumour {}: {r:?}", t.id);
+            let want = named
+                .iter()
+                .find(|n| n["tumour"] == t.id)
+                .expect("truth.json names every tumour's subject");
+            assert_eq!(
+                r.subject_index,
+                Some(want["mouse"].as_u64().unwrap() as usize),
+                "tumour {}: {r:?}",
+                t.id
+            );
             assert_eq!(
                 r.subject_id.as_deref(),
-                Some(numbers[t.mouse].as_str()),
+                want["subject_id"].as_str(),
                 "tumour {}",
                 t.id
             );
+            assert_eq!(want["subject_id"], numbers[t.mouse]);
             assert!(r.flags.is_empty());
             checked += 1;
         }
@@ -747,6 +779,9 @@ fn the_simulate_command_writes_the_hard_scene() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
     assert_eq!(truth["spec"]["touching_mice"], true);
     assert_eq!(truth["spec"]["tails"], true);
+    for feature in ["manifold", "dividers", "marks", "heads"] {
+        assert_eq!(truth["spec"][feature], true, "{feature} is on by default");
+    }
     assert_eq!(truth["subject_ids"][0], "3466");
     assert_eq!(truth["stray_sources"].as_array().unwrap().len(), 1);
     for ts in truth["tumour_subjects"].as_array().unwrap() {
@@ -761,4 +796,38 @@ fn the_simulate_command_writes_the_hard_scene() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--uneven-light 1.5"));
+}
+
+#[test]
+fn the_simulate_command_can_leave_the_apparatus_and_tails_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("plain");
+    let out = Command::new(env!("CARGO_BIN_EXE_lumiq"))
+        .args([
+            "simulate",
+            "--seed",
+            "4",
+            "--plain-photo",
+            "--no-tails",
+            "--out",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("truth.json")).unwrap()).unwrap();
+    for feature in ["manifold", "dividers", "marks", "heads", "tails"] {
+        assert_eq!(truth["spec"][feature], false, "{feature}");
+    }
+    let both = Command::new(env!("CARGO_BIN_EXE_lumiq"))
+        .args(["simulate", "--tails", "--no-tails", "--out"])
+        .arg(tmp.path().join("both"))
+        .output()
+        .unwrap();
+    assert!(!both.status.success(), "--tails and --no-tails conflict");
 }

@@ -4,7 +4,8 @@
 //! Owns: the photograph's reflectance layout (stage; the anaesthesia manifold across the top
 //! with a bright nose cone over each mouse's nose, a lighter rim along its front edge and
 //! bright screw heads; thin bright or dark dividers between animals; bodies shaded toward
-//! their flanks; tails down to the bottom edge; ear tags and tail marks), the LED light
+//! their flanks, with a head behind a neck; tails down to the bottom edge; ear tags and
+//! tail marks), the LED light
 //! falling over it, and its read-out. Each feature's geometry is drawn from its own seeded
 //! stream, so turning one on or off leaves the others (and every luminescent draw) as they
 //! were. Pure: values in, values out.
@@ -14,7 +15,8 @@
 //!
 //! Layout facts, from real IVIS photographs: the manifold is dark plastic, the nose cones
 //! bright; dividers are thin walls (bright or dark, one material per stage); tails hang to
-//! the bottom edge; tags and marks are small bright (metal, paint) or dark (ink) spots.
+//! the bottom edge; tags and marks are small bright (metal, paint) or dark (ink) spots;
+//! now and then a mouse lies back with its nose short of its cone.
 //! Sizes are a mouse's: cones 0.8–1.3 cm wide, narrower than a body (about 3 cm).
 
 use ndarray::Array2;
@@ -168,8 +170,13 @@ pub fn apparatus_of(spec: &SceneSpec, mice: &[TrueMouse]) -> Apparatus {
             out.cones.push(NoseCone {
                 x_cm,
                 top_cm: manifold.bottom_at(x_cm, fov) - 0.3,
-                // The nose goes into the cone: it covers the head's tip.
-                bottom_cm: head_top(m) + rng.random_range(0.3..=0.6),
+                // The nose goes into the cone, which covers the head's tip; now and then
+                // a mouse lies back, its nose short of the cone.
+                bottom_cm: if rng.random_bool(0.15) {
+                    head_top(m) - rng.random_range(0.1..=0.4)
+                } else {
+                    head_top(m) + rng.random_range(0.3..=0.6)
+                },
                 half_width_top_cm: rng.random_range(0.5..=0.65),
                 half_width_bottom_cm: rng.random_range(0.4..=0.5),
                 reflectance: cone_reflectance * rng.random_range(0.95..=1.05),
@@ -254,6 +261,31 @@ pub fn apparatus_of(spec: &SceneSpec, mice: &[TrueMouse]) -> Apparatus {
     out
 }
 
+const NECK_STREAM: u64 = 0x4E45_434B;
+
+/// How far the outline of mouse `index` is pinched in at the neck, as a fraction of the
+/// half-width there (0 when the scene draws no heads): 0.08–0.25.
+pub fn neck_pinch(spec: &SceneSpec, index: usize) -> f64 {
+    if !spec.heads {
+        return 0.0;
+    }
+    feature_rng(spec.seed, NECK_STREAM + 16 * index as u64).random_range(0.08..=0.25)
+}
+
+/// Where the neck is, as a fraction of the half-length ahead of the centre.
+const NECK_AT: f64 = 0.55;
+/// Length scale (Gaussian sigma) of the neck's pinch along the body, cm.
+const NECK_SIGMA_CM: f64 = 0.4;
+
+/// Radial position of (x, y) on a mouse's outline: below 1 inside, 1 on it. The ellipse,
+/// pinched in at the neck by `pinch`.
+pub fn body_radius(m: &TrueMouse, pinch: f64, x: f64, y: f64) -> f64 {
+    let neck_y = m.centre_cm[1] - NECK_AT * m.half_length_cm;
+    let width =
+        m.half_width_cm * (1.0 - pinch * (-0.5 * ((y - neck_y) / NECK_SIGMA_CM).powi(2)).exp());
+    ((x - m.centre_cm[0]) / width).powi(2) + ((y - m.centre_cm[1]) / m.half_length_cm).powi(2)
+}
+
 /// Brightness of the LED light relative to its brightest spot (x, y as fractions of the
 /// field): a spot near the top left, falling off quadratically by `unevenness` at unit
 /// distance from it. Exactly 1 when `unevenness` is 0.
@@ -282,6 +314,7 @@ fn on_tail(tail: &Tail, x: f64, y: f64) -> Option<f64> {
 fn reflectance_at(
     spec: &SceneSpec,
     mice: &[TrueMouse],
+    pinches: &[f64],
     tails: &[(usize, Tail)],
     app: &Apparatus,
     x: f64,
@@ -295,10 +328,8 @@ fn reflectance_at(
     // Radial position on the nearest body (0 at its centre, 1 at its outline).
     let body = mice
         .iter()
-        .map(|m| {
-            ((x - m.centre_cm[0]) / m.half_width_cm).powi(2)
-                + ((y - m.centre_cm[1]) / m.half_length_cm).powi(2)
-        })
+        .zip(pinches)
+        .map(|(m, &pinch)| body_radius(m, pinch, x, y))
         .fold(f64::INFINITY, f64::min);
     if let Some(tag) = app.ear_tags.iter().find(|t| {
         (x - t.centre_cm[0]).powi(2) + (y - t.centre_cm[1]).powi(2) <= t.radius_cm.powi(2)
@@ -354,12 +385,13 @@ pub fn photograph_signal(spec: &SceneSpec, mice: &[TrueMouse], n: usize) -> Arra
         .filter_map(|(i, m)| tail_of(spec, i, m).map(|t| (i, t)))
         .collect();
     let app = apparatus_of(spec, mice);
+    let pinches: Vec<f64> = (0..mice.len()).map(|i| neck_pinch(spec, i)).collect();
     Array2::from_shape_fn((n, n), |(r, c)| {
         let x = (c as f64 + 0.5) * pixel_cm;
         let y = (r as f64 + 0.5) * pixel_cm;
         let light = (0.75 + 0.25 * (1.0 - x / spec.fov_cm))
             * uneven_light(spec.photo_unevenness, x / spec.fov_cm, y / spec.fov_cm);
-        (LED_ADU * light * reflectance_at(spec, mice, &tails, &app, x, y)) as f32
+        (LED_ADU * light * reflectance_at(spec, mice, &pinches, &tails, &app, x, y)) as f32
     })
 }
 
@@ -416,11 +448,12 @@ mod tests {
     #[test]
     fn the_real_scene_is_the_default() {
         let s = SceneSpec::default();
-        assert!(s.manifold && s.dividers && s.marks && s.tails);
+        assert!(s.manifold && s.dividers && s.marks && s.tails && s.heads);
     }
 
     #[test]
     fn every_cone_sits_over_its_mouse_nose_below_the_manifold() {
+        let (mut in_cone, mut short) = (0, 0);
         for seed in 1..=30 {
             for touching in [false, true] {
                 let (spec, mice) = mice_of(seed, touching);
@@ -430,10 +463,13 @@ mod tests {
                 for (cone, m) in app.cones.iter().zip(&mice) {
                     let nose = [m.centre_cm[0], m.centre_cm[1] - m.half_length_cm];
                     assert!((cone.x_cm - nose[0]).abs() <= 0.1 + 1e-12, "seed {seed}");
-                    assert!(
-                        cone.covers(nose[0], nose[1] + 0.05),
-                        "seed {seed}: {cone:?}"
-                    );
+                    if cone.covers(nose[0], nose[1] + 0.05) {
+                        in_cone += 1;
+                    } else {
+                        // Lying back: the nose is short of the cone by at most 0.4 cm.
+                        assert!(cone.bottom_cm >= nose[1] - 0.4 - 1e-12, "seed {seed}");
+                        short += 1;
+                    }
                     // The cone reaches up into the manifold, and the manifold clears the head.
                     assert!(cone.top_cm < manifold.bottom_at(cone.x_cm, spec.fov_cm));
                     assert!(manifold.bottom_at(nose[0], spec.fov_cm) <= nose[1] - 0.6);
@@ -441,6 +477,33 @@ mod tests {
                 }
             }
         }
+        // Most noses are in their cones; some mice lie back.
+        assert!(
+            in_cone > 5 * short && short > 0,
+            "{in_cone} in, {short} short"
+        );
+    }
+
+    #[test]
+    fn heads_are_narrower_than_bodies_behind_a_neck() {
+        let (spec, mice) = mice_of(5, false);
+        for (i, m) in mice.iter().enumerate() {
+            let pinch = neck_pinch(&spec, i);
+            assert!((0.08..=0.25).contains(&pinch));
+            let neck_y = m.centre_cm[1] - NECK_AT * m.half_length_cm;
+            let at_neck = m.centre_cm[0] + 0.99 * m.half_width_cm * (1.0 - NECK_AT.powi(2)).sqrt();
+            // On the plain ellipse's outline at the neck, outside the pinched one.
+            assert!(body_radius(m, 0.0, at_neck, neck_y) < 1.0);
+            assert!(body_radius(m, pinch, at_neck, neck_y) > 1.0);
+            // Far from the neck the outline is the ellipse's.
+            let flank = m.centre_cm[0] + 0.99 * m.half_width_cm;
+            assert!(body_radius(m, pinch, flank, m.centre_cm[1]) < 1.0);
+        }
+        let plain = SceneSpec {
+            heads: false,
+            ..spec
+        };
+        assert_eq!(neck_pinch(&plain, 0), 0.0);
     }
 
     #[test]

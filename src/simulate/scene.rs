@@ -47,6 +47,8 @@ pub struct SceneSpec {
     pub dividers: bool,
     /// Photograph: ear tags and tail marks (small bright or dark spots on the animals).
     pub marks: bool,
+    /// Photograph: each mouse's outline pinched in at the neck, a head ahead of the body.
+    pub heads: bool,
     /// Unevenness of the photograph's LED light: 0 is the instrument's gentle left-to-right
     /// falloff alone; 0.6 dims the far corner to about a third of the brightest spot and
     /// shades each body toward its flanks.
@@ -79,6 +81,7 @@ impl Default for SceneSpec {
             manifold: true,
             dividers: true,
             marks: true,
+            heads: true,
             photo_unevenness: 0.0,
             stray_sources: 0,
         }
