@@ -178,13 +178,16 @@ pub fn locate_subjects(photo: &Array2<f32>, fov_cm: f64, s: &SubjectSettings) ->
     let r_open = s.tail_cut_radius_cm / pixel_cm;
     let opened = fill_holes(&dilate_by(&erode_by(&mask, r_open), r_open));
     // Body cores: where a body-sized disk fits. Nose cones, dividers, rims and tags go.
+    // Design: the watershed below runs on the distance inside `opened`, not inside the
+    // cores: the same map serves the erosion, and the two differ only next to what the
+    // cores dropped.
+    let inside = distance_to(&opened.mapv(|m| !m));
     let r_body = (s.body_radius_cm / pixel_cm).max(r_open);
-    let cores = ndarray::Zip::from(&dilate_by(&erode_by(&opened, r_body), r_body))
+    let cores = ndarray::Zip::from(&dilate_by(&inside.mapv(|d| d as f64 > r_body), r_body))
         .and(&opened)
         .map_collect(|&c, &o| c && o);
 
     // Split touching animals and drop what is too small to be a mouse.
-    let inside = distance_to(&cores.mapv(|m| !m));
     let min_area_px = (s.min_subject_area_cm2 / (pixel_cm * pixel_cm)).ceil() as usize;
     let (components, _) = label_components(&cores);
     let mut seeds = markers(&inside, &components, s.split_depth_cm / pixel_cm);
@@ -738,8 +741,13 @@ fn grow(
     for ((r, c), &l) in labels.indexed_iter() {
         if l > 0 {
             cost[[r, c]] = 0.0;
-            heap.push((key(0.0), Reverse(tick), r, c));
-            tick += 1;
+            // Only the edge of a labelled area can reach anything.
+            if neighbours(r, c, rows, cols)
+                .any(|(nr, nc)| allowed[[nr, nc]] && labels[[nr, nc]] == 0)
+            {
+                heap.push((key(0.0), Reverse(tick), r, c));
+                tick += 1;
+            }
         }
     }
     while let Some((Reverse(k), _, r, c)) = heap.pop() {
