@@ -949,6 +949,49 @@ mod tests {
     }
 
     #[test]
+    fn growth_stops_at_its_limit_and_crosses_free_pixels_for_nothing() {
+        // A row: label 1 at column 0, allowed pixels 0..=9 except column 5.
+        let mut labels = Array2::<u32>::zeros((1, 12));
+        labels[[0, 0]] = 1;
+        let allowed = Array2::from_shape_fn((1, 12), |(_, c)| c <= 9 && c != 5);
+        let grown = grow(&labels, &allowed, None, 3.0);
+        let row: Vec<u32> = grown.iter().copied().collect();
+        assert_eq!(row, [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // Free pixels (columns 1..=3) cost nothing: the limit counts from column 4.
+        let free = Array2::from_shape_fn((1, 12), |(_, c)| (1..=3).contains(&c));
+        let grown = grow(&labels, &allowed, Some(&free), 1.0);
+        let row: Vec<u32> = grown.iter().copied().collect();
+        assert_eq!(row, [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]);
+        // Two labels meet halfway; a gap (column 5) is never crossed.
+        labels[[0, 9]] = 2;
+        let grown = grow(&labels, &allowed, None, 10.0);
+        let row: Vec<u32> = grown.iter().copied().collect();
+        assert_eq!(row, [1, 1, 1, 1, 1, 0, 2, 2, 2, 2, 0, 0]);
+    }
+
+    #[test]
+    fn a_nose_cone_over_the_head_is_not_part_of_the_mouse() {
+        // One mouse with a 1.1 cm wide bright cone reaching 2 cm up from over its nose.
+        let mice = vec![([8.0, 11.0], 1.4, 4.2)];
+        let mut img = photo(448, 22.4, &mice, |_, _| 1.0);
+        let px = 22.4 / 448.0;
+        for ((r, c), v) in img.indexed_iter_mut() {
+            let (x, y) = ((c as f64 + 0.5) * px, (r as f64 + 0.5) * px);
+            if (4.8..=7.3).contains(&y) && (x - 8.0).abs() <= 0.55 {
+                *v = 0.85 * 30_000.0;
+            }
+        }
+        let map = locate_subjects(&img, 22.4, &SubjectSettings::default());
+        assert_eq!(map.subjects.len(), 1);
+        let s = &map.subjects[0];
+        // The head's tip is at 6.8 cm; the cone's top at 4.8 cm.
+        assert!(s.bbox_cm[1] > 6.2 && s.bbox_cm[1] < 7.0, "{s:?}");
+        assert!((s.centroid_cm[1] - 11.0).abs() < 0.15, "{s:?}");
+        assert_eq!(map.place([8.0, 5.5], 0.25), Placement::Outside);
+        assert_eq!(map.place([8.0, 7.2], 0.25), Placement::On(0));
+    }
+
+    #[test]
     fn otsu_splits_two_levels() {
         let img = Array2::from_shape_fn((40, 40), |(r, _)| if r < 10 { 900.0 } else { 100.0 });
         let t = otsu(&img).unwrap();
