@@ -1,11 +1,15 @@
 //! Benchmark of subject finding (`process::subjects::locate_subjects`) on the simulator's
-//! hardest five-mouse photographs (two touching pairs, tails, LED light falling to about a
-//! third across the stage): run with `cargo bench --bench subjects`. It runs once per
-//! record (`record::build`), beside the luminescent chain.
+//! hardest five-mouse photographs (the real scene — manifold and nose cones, dividers,
+//! heads behind a neck, tails to the bottom edge, ear tags and tail marks — with two
+//! touching pairs and LED light falling to about a third across the stage): run with
+//! `cargo bench --bench subjects`. It runs once per record (`record::build`), beside the
+//! luminescent chain.
 //!
 //! Budget: 100 ms per photograph on this 2-core machine (it runs once per acquisition,
 //! and acquisitions are minutes apart). Measured 88–101 ms at 512² and 117–137 ms at
-//! 1024² while other builds shared the cores (BENCHMARKS.md): several times the
+//! 1024² while other builds shared the cores (BENCHMARKS.md; before the body cores and
+//! the real scene's photograph, which add two distance transforms and two bounded
+//! growths per photograph): several times the
 //! binning-8 luminescent chain (`quantify/256x256_bin8`). The way to cut it is a coarser
 //! working grid (`SubjectSettings::working_pixel_cm`), at the cost of the touching-pair
 //! split's margin. Not enforced here: benchmarks are measurements.

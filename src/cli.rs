@@ -194,9 +194,16 @@ pub struct SimulateArgs {
     /// Lay the mice in touching pairs (first with second, third with fourth).
     #[arg(long)]
     pub touching_mice: bool,
-    /// Give every mouse a tail in the photograph.
-    #[arg(long)]
+    /// Give every mouse a tail in the photograph (the default; kept for older scripts).
+    #[arg(long, conflicts_with = "no_tails")]
     pub tails: bool,
+    /// Photograph mice without tails.
+    #[arg(long)]
+    pub no_tails: bool,
+    /// Photograph without the apparatus and the finer anatomy: no manifold or nose cones, no
+    /// dividers, no ear tags or tail marks, elliptical mice without a neck.
+    #[arg(long)]
+    pub plain_photo: bool,
     /// Unevenness of the photograph's LED light (0 = the instrument's gentle falloff; 0.6 =
     /// a far corner at about a third of the brightest spot, shaded bodies).
     #[arg(long, default_value_t = 0.0, value_name = "U")]
@@ -471,7 +478,11 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         flux_range: (lo, hi),
         touching_pair: a.touching,
         touching_mice: a.touching_mice,
-        tails: a.tails,
+        tails: a.tails || !a.no_tails,
+        manifold: !a.plain_photo,
+        dividers: !a.plain_photo,
+        marks: !a.plain_photo,
+        heads: !a.plain_photo,
         photo_unevenness: a.uneven_light,
         stray_sources: a.stray_sources,
         cosmic_rays: !a.no_cosmic_rays,

@@ -2,11 +2,15 @@
 //! mouse each measured region lies on.
 //!
 //! Owns: segmenting the photograph (illumination flattened by dividing by a smooth surface
-//! fitted to the stage, Otsu threshold, opening to cut tails off, holes filled, touching
-//! animals split by a watershed of the distance transform from markers whose depth is
-//! significant, small components discarded), the left-to-right order, the placement of a
-//! point (a region's centroid) on a mouse, and the rule for applying subject ids from the
-//! metadata. Pure: arrays and values in, values out; no I/O.
+//! fitted to the stage, Otsu threshold, opening to cut tails and other thin parts off,
+//! holes filled; body cores where a disk of a body's radius fits, so that the apparatus —
+//! nose cones, dividers, the manifold's rim — and tags, tails and tail marks are never a
+//! mouse; touching animals split by a watershed of the cores' distance transform from
+//! markers whose depth is significant; small core pieces, such as a head cut off at a
+//! narrow neck, given back to the mouse they join; each mouse grown a little into the thin
+//! parts it touches), the left-to-right order, the placement of a point (a region's
+//! centroid) on a mouse, and the rule for applying subject ids from the metadata. Pure:
+//! arrays and values in, values out; no I/O.
 //!
 //! Does not own: reading the photograph or the ids (the formats do), nor the record's
 //! shape (`record` turns a [`SubjectAssignment`] into fields and flags).
@@ -16,7 +20,11 @@
 //! object plane (x right, y down): a photograph pixel is `fov_cm / photo_width_px` wide.
 //!
 //! Assumes mice brighter than the stage under the LED (white or nude animals on the dark
-//! stage of an imaging box).
+//! stage of an imaging box, as in IVIS photographs). Dark, furred animals on a bright stage
+//! are not found: the photograph is then taken to show the stage as the bright class, and
+//! the count will not match the ids (`CountMismatch`), so no id is applied. The dark
+//! manifold, dark dividers and dark tags are stage to this rule; bright cones, dividers
+//! and tags are removed by their size.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -33,9 +41,14 @@ pub struct SubjectSettings {
     /// The photograph is averaged in blocks to pixels of about this size, cm (finer detail
     /// does not change where a mouse is, and the work grows with pixels²).
     pub working_pixel_cm: f64,
-    /// Radius of the opening that removes thin parts (tails, wisps of bedding), cm: a part
-    /// narrower than twice this is cut off the body.
+    /// Radius of the opening that removes thin parts (tails, wisps of bedding, thin
+    /// dividers), cm: a part narrower than twice this is cut off the body. A mouse is also
+    /// grown back this far into the thin parts it touches (a snout under its nose cone).
     pub tail_cut_radius_cm: f64,
+    /// Half the width of the narrowest mouse body, cm: only where a disk of this radius
+    /// fits is there a body. Nose cones (0.8–1.3 cm wide), dividers, the manifold's rim,
+    /// tails and tags are narrower; a mouse's body is 2.5–3 cm wide.
+    pub body_radius_cm: f64,
     /// Two touching animals are split when each body's distance-transform ridge stands at
     /// least this far above the neck joining them, cm.
     pub split_depth_cm: f64,
@@ -54,6 +67,7 @@ impl Default for SubjectSettings {
         SubjectSettings {
             working_pixel_cm: 0.04,
             tail_cut_radius_cm: 0.25,
+            body_radius_cm: 0.7,
             split_depth_cm: 0.15,
             min_subject_area_cm2: 4.0,
             edge_tolerance_cm: 0.25,
@@ -160,16 +174,24 @@ pub fn locate_subjects(photo: &Array2<f32>, fov_cm: f64, s: &SubjectSettings) ->
         return empty(pixel_cm, dim);
     };
 
-    // Cut tails and other thin parts off, fill holes (dark fur patches, the eyes).
+    // Cut tails and other thin parts off, fill holes (dark fur patches, the eyes, dark tags).
     let r_open = s.tail_cut_radius_cm / pixel_cm;
     let opened = fill_holes(&dilate_by(&erode_by(&mask, r_open), r_open));
+    // Body cores: where a body-sized disk fits. Nose cones, dividers, rims and tags go.
+    // Design: the watershed below runs on the distance inside `opened`, not inside the
+    // cores: the same map serves the erosion, and the two differ only next to what the
+    // cores dropped.
+    let inside = distance_to(&opened.mapv(|m| !m));
+    let r_body = (s.body_radius_cm / pixel_cm).max(r_open);
+    let cores = ndarray::Zip::from(&dilate_by(&inside.mapv(|d| d as f64 > r_body), r_body))
+        .and(&opened)
+        .map_collect(|&c, &o| c && o);
 
     // Split touching animals and drop what is too small to be a mouse.
-    let inside = distance_to(&opened.mapv(|m| !m));
     let min_area_px = (s.min_subject_area_cm2 / (pixel_cm * pixel_cm)).ceil() as usize;
-    let (components, _) = label_components(&opened);
+    let (components, _) = label_components(&cores);
     let mut seeds = markers(&inside, &components, s.split_depth_cm / pixel_cm);
-    let labels = loop {
+    let core_labels = loop {
         let labels = flood(&inside, &components, &seeds);
         let mut area = vec![0usize; seeds.len() + 1];
         for &l in labels.iter() {
@@ -195,6 +217,15 @@ pub fn locate_subjects(photo: &Array2<f32>, fov_cm: f64, s: &SubjectSettings) ->
             break labels;
         }
     };
+
+    // Core pieces too small to be a mouse (a head cut off at a narrow neck) join the mouse
+    // they touch through the photograph's mask, when it is within a body radius; then each
+    // mouse takes the thin parts within the tail-cut radius of its core.
+    let joined = grow(&core_labels, &opened, Some(&cores), r_body);
+    let joined_cores = ndarray::Zip::from(&joined)
+        .and(&cores)
+        .map_collect(|&l, &c| if c { l } else { 0 });
+    let labels = grow(&joined_cores, &opened, None, r_open);
 
     // Order left to right by centroid x and renumber.
     let n = seeds.len();
@@ -691,6 +722,62 @@ fn fill_holes(mask: &Array2<bool>) -> Array2<bool> {
     outside.mapv(|o| !o)
 }
 
+/// Grow labelled pixels over `allowed`, nearest first (8-connected steps of 1 or √2
+/// pixels), to at most `limit_px` from where they started; pixels of `free` cost nothing to
+/// cross. Each pixel takes the label that reaches it first.
+fn grow(
+    labels: &Array2<u32>,
+    allowed: &Array2<bool>,
+    free: Option<&Array2<bool>>,
+    limit_px: f64,
+) -> Array2<u32> {
+    let (rows, cols) = labels.dim();
+    let mut out = labels.clone();
+    let mut cost = Array2::from_elem((rows, cols), f64::INFINITY);
+    // Keys: cost in 1/256 px (smallest first), then arrival order (FIFO).
+    let key = |d: f64| Reverse((d * 256.0) as u64);
+    let mut heap: BinaryHeap<(Reverse<u64>, Reverse<u64>, usize, usize)> = BinaryHeap::new();
+    let mut tick = 0u64;
+    for ((r, c), &l) in labels.indexed_iter() {
+        if l > 0 {
+            cost[[r, c]] = 0.0;
+            // Only the edge of a labelled area can reach anything.
+            if neighbours(r, c, rows, cols)
+                .any(|(nr, nc)| allowed[[nr, nc]] && labels[[nr, nc]] == 0)
+            {
+                heap.push((key(0.0), Reverse(tick), r, c));
+                tick += 1;
+            }
+        }
+    }
+    while let Some((Reverse(k), _, r, c)) = heap.pop() {
+        let here = cost[[r, c]];
+        if (k as f64) > here * 256.0 + 0.5 {
+            continue; // a stale entry: reached more cheaply since
+        }
+        for (nr, nc) in neighbours(r, c, rows, cols) {
+            if !allowed[[nr, nc]] || labels[[nr, nc]] > 0 {
+                continue;
+            }
+            let step = if free.is_some_and(|f| f[[nr, nc]]) {
+                0.0
+            } else if nr != r && nc != c {
+                std::f64::consts::SQRT_2
+            } else {
+                1.0
+            };
+            let next = here + step;
+            if next <= limit_px && next < cost[[nr, nc]] {
+                cost[[nr, nc]] = next;
+                out[[nr, nc]] = out[[r, c]];
+                heap.push((key(next), Reverse(tick), nr, nc));
+                tick += 1;
+            }
+        }
+    }
+    out
+}
+
 const NEIGHBOURS: [(isize, isize); 8] = [
     (-1, -1),
     (-1, 0),
@@ -859,6 +946,49 @@ mod tests {
         assert!(distance_to(&Array2::from_elem((4, 4), false))
             .iter()
             .all(|d| d.is_infinite()));
+    }
+
+    #[test]
+    fn growth_stops_at_its_limit_and_crosses_free_pixels_for_nothing() {
+        // A row: label 1 at column 0, allowed pixels 0..=9 except column 5.
+        let mut labels = Array2::<u32>::zeros((1, 12));
+        labels[[0, 0]] = 1;
+        let allowed = Array2::from_shape_fn((1, 12), |(_, c)| c <= 9 && c != 5);
+        let grown = grow(&labels, &allowed, None, 3.0);
+        let row: Vec<u32> = grown.iter().copied().collect();
+        assert_eq!(row, [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        // Free pixels (columns 1..=3) cost nothing: the limit counts from column 4.
+        let free = Array2::from_shape_fn((1, 12), |(_, c)| (1..=3).contains(&c));
+        let grown = grow(&labels, &allowed, Some(&free), 1.0);
+        let row: Vec<u32> = grown.iter().copied().collect();
+        assert_eq!(row, [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]);
+        // Two labels meet halfway; a gap (column 5) is never crossed.
+        labels[[0, 9]] = 2;
+        let grown = grow(&labels, &allowed, None, 10.0);
+        let row: Vec<u32> = grown.iter().copied().collect();
+        assert_eq!(row, [1, 1, 1, 1, 1, 0, 2, 2, 2, 2, 0, 0]);
+    }
+
+    #[test]
+    fn a_nose_cone_over_the_head_is_not_part_of_the_mouse() {
+        // One mouse with a 1.1 cm wide bright cone reaching 2 cm up from over its nose.
+        let mice = vec![([8.0, 11.0], 1.4, 4.2)];
+        let mut img = photo(448, 22.4, &mice, |_, _| 1.0);
+        let px = 22.4 / 448.0;
+        for ((r, c), v) in img.indexed_iter_mut() {
+            let (x, y) = ((c as f64 + 0.5) * px, (r as f64 + 0.5) * px);
+            if (4.8..=7.3).contains(&y) && (x - 8.0).abs() <= 0.55 {
+                *v = 0.85 * 30_000.0;
+            }
+        }
+        let map = locate_subjects(&img, 22.4, &SubjectSettings::default());
+        assert_eq!(map.subjects.len(), 1);
+        let s = &map.subjects[0];
+        // The head's tip is at 6.8 cm; the cone's top at 4.8 cm.
+        assert!(s.bbox_cm[1] > 6.2 && s.bbox_cm[1] < 7.0, "{s:?}");
+        assert!((s.centroid_cm[1] - 11.0).abs() < 0.15, "{s:?}");
+        assert_eq!(map.place([8.0, 5.5], 0.25), Placement::Outside);
+        assert_eq!(map.place([8.0, 7.2], 0.25), Placement::On(0));
     }
 
     #[test]

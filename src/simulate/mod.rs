@@ -12,6 +12,7 @@
 //! converted to electrons with the gain for Poisson noise.
 
 pub mod instrument;
+pub mod photo;
 pub mod scene;
 pub mod training;
 pub mod write;

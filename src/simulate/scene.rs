@@ -38,8 +38,17 @@ pub struct SceneSpec {
     /// Lay the mice in touching pairs (first with second, third with fourth), flanks in
     /// contact or overlapping by up to 0.1 cm.
     pub touching_mice: bool,
-    /// Give every mouse a tail in the photograph (see [`tail_of`]).
+    /// Give every mouse a tail in the photograph, down to the bottom edge (see [`tail_of`]).
     pub tails: bool,
+    /// Photograph: the anaesthesia manifold across the top, a bright nose cone over each
+    /// mouse's nose (see [`super::photo`]).
+    pub manifold: bool,
+    /// Photograph: thin walls (bright or dark) between animals that do not touch.
+    pub dividers: bool,
+    /// Photograph: ear tags and tail marks (small bright or dark spots on the animals).
+    pub marks: bool,
+    /// Photograph: each mouse's outline pinched in at the neck, a head ahead of the body.
+    pub heads: bool,
     /// Unevenness of the photograph's LED light: 0 is the instrument's gentle left-to-right
     /// falloff alone; 0.6 dims the far corner to about a third of the brightest spot and
     /// shades each body toward its flanks.
@@ -68,7 +77,11 @@ impl Default for SceneSpec {
             cosmic_rays: true,
             photograph: true,
             touching_mice: false,
-            tails: false,
+            tails: true,
+            manifold: true,
+            dividers: true,
+            marks: true,
+            heads: true,
             photo_unevenness: 0.0,
             stray_sources: 0,
         }
@@ -343,7 +356,7 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
     let photo_binning = (spec.binning / 2).max(1);
     let photograph_adu = spec
         .photograph
-        .then(|| photograph(inst, spec, &mice, photo_binning, &mut rng));
+        .then(|| super::photo::photograph(inst, spec, &mice, photo_binning, &mut rng));
 
     let acquired_at = base_time(spec.seed);
     let meta = AcquisitionMeta {
@@ -381,65 +394,10 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
     }
 }
 
-/// The LED-lit photograph: bright mice on a dark stage, light falling off to one side.
-fn photograph(
-    inst: &Instrument,
-    spec: &SceneSpec,
-    mice: &[TrueMouse],
-    binning: u32,
-    rng: &mut ChaCha8Rng,
-) -> Array2<u16> {
-    let n = inst.frame_px(binning);
-    let pixel_cm = spec.fov_cm / n as f64;
-    let tails: Vec<Tail> = mice
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| tail_of(spec, i, m))
-        .collect();
-    let signal = Array2::from_shape_fn((n, n), |(r, c)| {
-        let x = (c as f64 + 0.5) * pixel_cm;
-        let y = (r as f64 + 0.5) * pixel_cm;
-        let light = (0.75 + 0.25 * (1.0 - x / spec.fov_cm))
-            * uneven_light(spec.photo_unevenness, x / spec.fov_cm, y / spec.fov_cm);
-        // Radial position on the nearest body (0 at its centre, 1 at its outline).
-        let body = mice
-            .iter()
-            .map(|m| {
-                ((x - m.centre_cm[0]) / m.half_width_cm).powi(2)
-                    + ((y - m.centre_cm[1]) / m.half_length_cm).powi(2)
-            })
-            .fold(f64::INFINITY, f64::min);
-        let reflectance = if body <= 1.0 {
-            // Rounded backs catch less light toward the flanks.
-            0.8 * (1.0 - 0.5 * spec.photo_unevenness * body)
-        } else if tails.iter().any(|t| t.covers(x, y)) {
-            0.55
-        } else {
-            0.12
-        };
-        (30_000.0 * light * reflectance) as f32
-    });
-    let readout = ReadoutSpec {
-        binning,
-        exposure_s: 0.2,
-        sensor_temp_c: spec.sensor_temp_c,
-        cosmic_rays: false,
-    };
-    inst.read_out(&readout, Some(&signal), rng)
-}
-
 /// A separate random stream for the scene's optional features (touching mice, tails,
 /// strays), so turning them on leaves every other draw of a seed unchanged.
-fn feature_rng(seed: u64, feature: u64) -> ChaCha8Rng {
+pub(super) fn feature_rng(seed: u64, feature: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ feature)
-}
-
-/// Brightness of the LED light relative to its brightest spot (x, y as fractions of the
-/// field): a spot near the top left, falling off quadratically by `unevenness` at unit
-/// distance from it. Exactly 1 when `unevenness` is 0.
-fn uneven_light(unevenness: f64, x: f64, y: f64) -> f64 {
-    let rho2 = (x - 0.3).powi(2) + (y - 0.3).powi(2);
-    1.0 - unevenness * rho2
 }
 
 /// Move the mice of each pair (first and second, third and fourth) together about their
@@ -470,7 +428,7 @@ impl Tail {
     const SAMPLES: usize = 48;
 
     /// Point and half-width at `t` ∈ [0, 1] down the tail (`length_cm` is its drop in y).
-    fn at(&self, t: f64) -> (f64, f64, f64) {
+    pub fn at(&self, t: f64) -> (f64, f64, f64) {
         (
             self.root_cm[0] + self.sweep_cm * t * t,
             self.root_cm[1] + self.length_cm * t,
@@ -504,8 +462,8 @@ pub fn tail_of(spec: &SceneSpec, index: usize, mouse: &TrueMouse) -> Option<Tail
         mouse.centre_cm[0],
         mouse.centre_cm[1] + 0.95 * mouse.half_length_cm,
     ];
-    let room_cm = spec.fov_cm - 0.3 - root_cm[1];
-    let length_cm = rng.random_range(3.5..6.0f64).min(room_cm).max(0.0);
+    // Tails hang off the stage: each reaches past the bottom edge.
+    let length_cm = (spec.fov_cm - root_cm[1] + rng.random_range(0.2..1.0f64)).max(0.0);
     let side = if rng.random_bool(0.5) { 1.0 } else { -1.0 };
     Some(Tail {
         root_cm,
