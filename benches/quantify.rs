@@ -347,6 +347,7 @@ fn stages(c: &mut Criterion, f: &Frame, params: &ProcessingParams) {
             saturated: &repaired.saturated,
             pixel_size_cm: pixel_cm,
             coefficient_rel_uncertainty: f.cal.coefficient_rel_uncertainty,
+            dark_bound_radiance: None,
         };
         b.iter(|| {
             pixels_of

@@ -27,6 +27,7 @@ pub fn record(instrument_id: &str, n: u64) -> MeasurementRecord {
         read_noise: 0.002 * v,
         background: 0.005 * v,
         calibration: 0.05 * v,
+        dark: 0.0,
     };
     let measured = |v: f64, unit: &str| {
         let c = comps(v);

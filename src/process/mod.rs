@@ -229,6 +229,10 @@ pub struct UncertaintyComponents {
     pub background: f64,
     /// Error of the absolute calibration coefficient.
     pub calibration: f64,
+    /// Gross flux of a frame with no dark subtracted only: the most its dark charge can
+    /// add (`dark_bound`; a bound, carried as one sigma). 0 otherwise.
+    #[serde(default)]
+    pub dark: f64,
 }
 
 impl UncertaintyComponents {
@@ -236,7 +240,8 @@ impl UncertaintyComponents {
         (self.poisson.powi(2)
             + self.read_noise.powi(2)
             + self.background.powi(2)
-            + self.calibration.powi(2))
+            + self.calibration.powi(2)
+            + self.dark.powi(2))
         .sqrt()
     }
 

@@ -24,6 +24,9 @@ pub struct PhotometryInputs<'a> {
     pub saturated: &'a Array2<bool>,
     pub pixel_size_cm: f64,
     pub coefficient_rel_uncertainty: f64,
+    /// When no dark was subtracted: per pixel, the most radiance the dark can add
+    /// (`dark_bound`); it becomes the gross flux's `dark` uncertainty component.
+    pub dark_bound_radiance: Option<&'a Array2<f32>>,
 }
 
 /// Measure the region made of `pixels`.
@@ -43,6 +46,7 @@ pub fn measure(
     let mut wx = 0.0f64;
     let mut wy = 0.0f64;
     let mut saturated = false;
+    let mut dark_bound = 0.0f64;
     let mut gross_stats = RunningStats::default();
     for &(r, c) in pixels {
         let l = inp.radiance[[r, c]] as f64;
@@ -60,6 +64,9 @@ pub fn measure(
             wy += net * (r as f64 + 0.5);
         }
         saturated |= inp.saturated[[r, c]];
+        if let Some(d) = inp.dark_bound_radiance {
+            dark_bound += f64::from(d[[r, c]]);
+        }
     }
     let n = pixels.len();
     let scale = FOUR_PI * area_px;
@@ -72,10 +79,14 @@ pub fn measure(
         read_noise: var_r.sqrt() * scale,
         background: bkg_err * scale,
         calibration: net_flux.abs() * cal,
+        // A dark level common to the frame is in the background model, not the net flux.
+        dark: 0.0,
     };
     let gross_components = UncertaintyComponents {
         background: 0.0,
         calibration: gross_flux.abs() * cal,
+        // The unknown dark is fully correlated over the region's pixels: the bounds add.
+        dark: dark_bound * scale,
         ..net_components
     };
     let centroid = if wsum > 0.0 {
@@ -93,6 +104,7 @@ pub fn measure(
         read_noise: net_components.read_noise * avg_scale,
         background: net_components.background * avg_scale,
         calibration: net_components.calibration * avg_scale,
+        dark: 0.0,
     };
     let statistical = net_components.statistical();
     RegionMeasurement {
@@ -191,7 +203,7 @@ mod tests {
         #[test]
         fn flux_is_additive_over_disjoint_regions(vals in proptest::collection::vec(-50.0f32..1000.0, 64), split in 1usize..63) {
             let (rad, bm, map, var, sat) = inputs_with(Array2::from_shape_vec((8, 8), vals).unwrap());
-            let inp = PhotometryInputs { radiance: &rad, background: &bm, background_map: &map, var_poisson: &var, var_read: &var, saturated: &sat, pixel_size_cm: 0.1, coefficient_rel_uncertainty: 0.0 };
+            let inp = PhotometryInputs { radiance: &rad, background: &bm, background_map: &map, var_poisson: &var, var_read: &var, saturated: &sat, pixel_size_cm: 0.1, coefficient_rel_uncertainty: 0.0, dark_bound_radiance: None };
             let all: Vec<(usize, usize)> = (0..64).map(|i| (i / 8, i % 8)).collect();
             let whole = measure(&inp, &all, RegionSource::Imported, "a".into()).gross_total_flux.value;
             let a = measure(&inp, &all[..split], RegionSource::Imported, "a".into()).gross_total_flux.value;
@@ -212,6 +224,7 @@ mod tests {
             saturated: &sat,
             pixel_size_cm: 0.1,
             coefficient_rel_uncertainty: 0.05,
+            dark_bound_radiance: None,
         };
         let px: Vec<(usize, usize)> = (0..100).map(|i| (i / 10, i % 10)).collect();
         let m = measure(&inp, &px, RegionSource::Imported, "roi".into());
@@ -239,6 +252,7 @@ mod tests {
             saturated: &sat,
             pixel_size_cm: 0.1,
             coefficient_rel_uncertainty: 0.0,
+            dark_bound_radiance: None,
         };
         let px: Vec<(usize, usize)> = (0..10).map(|i| (i / 5, i % 5)).collect();
         let s = measure(&inp, &px, RegionSource::Imported, "roi".into())

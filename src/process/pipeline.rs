@@ -13,6 +13,7 @@ use ndarray::{Array2, ArrayView2, Zip};
 use super::background::BackgroundModel;
 use super::correct::{correct, repair_list, repair_pixels, validate, CorrectionError, Repair};
 use super::cosmic::{find_hits, CosmicSettings};
+use super::dark_bound::unsubtracted_dark_bound_adu;
 use super::detect::{detect, regions_from_mask, source_mask as source_mask_of, DetectionSettings};
 use super::filters::{block_mean, dilate, expand_blocks};
 use super::photometry::{measure, PhotometryInputs};
@@ -369,6 +370,11 @@ pub fn quantify_with(
     let found = detect_with(&net, &variance, &settings, params.detector, segmenter)?;
     let (apertures, detected_candidates) = (found.apertures, found.count);
 
+    // No dark subtracted: bound what it can add to every gross flux (see `dark_bound`).
+    let dark_bound_radiance = cal.dark_adu.is_none().then(|| {
+        let bound_adu = unsubtracted_dark_bound_adu(raw, &cal.bias_adu, &cal.bad_pixels) as f32;
+        frame.radiance_per_adu.mapv(|k| k * bound_adu)
+    });
     let inputs = PhotometryInputs {
         radiance: &frame.radiance,
         background: &model,
@@ -378,6 +384,7 @@ pub fn quantify_with(
         saturated: &frame.saturated,
         pixel_size_cm: pixel_cm,
         coefficient_rel_uncertainty: cal.coefficient_rel_uncertainty,
+        dark_bound_radiance: dark_bound_radiance.as_ref(),
     };
     let mut pixels_of: Vec<Vec<(usize, usize)>> = vec![Vec::new(); detected_candidates + 1];
     for ((r, c), &l) in apertures.indexed_iter() {

@@ -67,10 +67,12 @@ impl Default for Instrument {
             bad_column: Some(1337),
             prnu_rel: 0.01,
             cosmic_rate_per_cm2_s: 0.03,
+            // The optical axis 0.3 cm right of and 0.2 cm above the image centre (y0 points
+            // up the image, as in Living Image's FF5 coefficients).
             vignetting: RadialFlat {
                 k: [1.0, 0.0, -1.6e-3, 0.0, 1.2e-6],
                 x0_cm: 0.3,
-                y0_cm: -0.2,
+                y0_cm: 0.2,
             },
             coefficient_fov22_f1: 7.223e5,
             coefficient_rel_uncertainty: 0.03,
