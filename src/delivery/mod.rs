@@ -3,9 +3,10 @@
 //!
 //! Owns: the durable outbox ([`outbox`]: SQLite, fsync'd commits, per-instrument `seq`), the
 //! MQTT topics ([`topics`]) and the JSON that goes on the wire ([`wire`]), the publisher task
-//! ([`publisher`]: MQTT 5 over rumqttc, oldest first within a bounded window, PUBACKs
-//! correlated by packet id, everything unacknowledged re-sent after every reconnect and
-//! restart), TLS material ([`tls`]) and the [`DeliveryStatus`] snapshot `lumiq status` shows.
+//! ([`publisher`]: MQTT 5 over rumqttc, the connection and the I/O), the send window it
+//! drives ([`window`]: pure state; oldest first within a bounded window, PUBACKs correlated
+//! by packet id, everything unacknowledged re-sent after every reconnect and restart), TLS
+//! material ([`tls`]) and the [`DeliveryStatus`] snapshot `lumiq status` shows.
 //!
 //! Does not own: building the record ([`crate::record`]), the daemon's acquisition loop, or
 //! `lumiq status`'s socket. Broker acknowledgements alone are not trusted for durability:
@@ -22,13 +23,16 @@
 //!
 //! See `docs/delivery.md` for topics, payloads, semantics and TLS setup.
 
+mod broker;
 pub mod cli;
+mod handle;
 pub mod outbox;
 pub mod publisher;
 pub mod status;
 pub mod synthetic;
 pub mod tls;
 pub mod topics;
+pub mod window;
 pub mod wire;
 
 pub use outbox::{FullReason, Outbox, OutboxConfig, OutboxError, OutboxRow, OutboxStats, Seq};
