@@ -47,7 +47,7 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 use ndarray::{Array2, Zip};
 use rayon::prelude::*;
 
-use lumiq::process::background::BackgroundModel;
+use lumiq::process::background::{BackgroundModel, SceneBackground};
 use lumiq::process::correct::{
     correct, correct_into, repair_pixels, validate, CorrectedFrame, Repair,
 };
@@ -338,9 +338,13 @@ fn stages(c: &mut Criterion, f: &Frame, params: &ProcessingParams) {
         b.iter(|| dilate(black_box(&sources), 2))
     });
     g.bench_function("photometry", |b| {
+        let scene_model = SceneBackground {
+            off_body: model.clone(),
+            on_body: None,
+        };
         let inputs = PhotometryInputs {
             radiance: &repaired.radiance,
-            background: &model,
+            background: &scene_model,
             background_map: &background,
             var_poisson: &repaired.var_poisson,
             var_read: &repaired.var_read,

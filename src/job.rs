@@ -198,6 +198,14 @@ pub fn run_with_model(
         binning: m.binning,
         fov_cm: m.fov_cm,
     };
+    // The mice first: the background follows their glow up to their outline.
+    let subjects = input.acquisition.photograph_adu.as_ref().map(|photo| {
+        crate::process::subjects::locate_subjects(
+            &photo.mapv(f32::from),
+            m.fov_cm,
+            &params.subjects,
+        )
+    });
     let q = quantify_with(
         &input.acquisition.luminescent_adu,
         &input.calibration,
@@ -205,6 +213,7 @@ pub fn run_with_model(
         &input.acquisition.imported_rois,
         params,
         model,
+        subjects.as_ref(),
     )
     .context("cannot quantify the luminescent frame")?;
     let record = record::build(

@@ -264,14 +264,17 @@ fn region_record(i: usize, r: &RegionMeasurement) -> RegionRecord {
     }
 }
 
-/// Find the mice in the acquisition's photograph (if any) and place every region on one.
+/// Place every region on one of the mice: those the quantification was given, or else
+/// those found in the acquisition's photograph (if any).
 pub fn subject_assignment(
     acq: &RawAcquisition,
     q: &Quantification,
     params: &ProcessingParams,
 ) -> SubjectAssignment {
-    let map = acq.photograph_adu.as_ref().map(|photo| {
-        subjects::locate_subjects(&photo.mapv(f32::from), acq.meta.fov_cm, &params.subjects)
+    let map = q.subjects.clone().or_else(|| {
+        acq.photograph_adu.as_ref().map(|photo| {
+            subjects::locate_subjects(&photo.mapv(f32::from), acq.meta.fov_cm, &params.subjects)
+        })
     });
     let centroids: Vec<[f64; 2]> = q.regions.iter().map(|r| r.centroid_cm).collect();
     subjects::assign_subjects(

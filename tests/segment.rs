@@ -210,6 +210,7 @@ fn the_default_detector_measures_bright_tumours_within_two_percent() {
             &[],
             &params,
             Some(&seg as &dyn SegmentationModel),
+            None,
         )
         .unwrap();
         assert_eq!(q.detector, DEFAULT_DETECTOR);
@@ -277,6 +278,7 @@ fn the_model_finds_regions_through_the_same_photometry() {
                 ..ProcessingParams::default()
             },
             Some(&seg as &dyn SegmentationModel),
+            None,
         )
         .unwrap()
     };

@@ -17,6 +17,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::simulate::instrument::ReadoutSpec;
+use crate::simulate::photo::{body_radius, neck_pinch};
 use crate::simulate::scene::TrueMouse;
 use crate::simulate::{simulate_acquisition, Instrument, SceneSpec, Truth};
 
@@ -178,11 +179,12 @@ impl SimScene {
                     let x = (col as f64 + 0.5) * pixel_cm;
                     let y = (row as f64 + 0.5) * pixel_cm;
                     let falloff = 0.75 + 0.25 * (1.0 - x / fov_cm);
-                    let on_mouse = r.mice.iter().any(|m| {
-                        let u = (x - m.centre_cm[0]) / m.half_width_cm;
-                        let v = (y - m.centre_cm[1]) / m.half_length_cm;
-                        u * u + v * v <= 1.0
-                    });
+                    // The outline the scene's glow follows (neck included).
+                    let on_mouse = r
+                        .mice
+                        .iter()
+                        .enumerate()
+                        .any(|(i, m)| body_radius(m, neck_pinch(spec, i), x, y) <= 1.0);
                     photo * falloff * if on_mouse { 0.8 } else { 0.12 }
                 } else {
                     0.0

@@ -35,9 +35,6 @@ pub struct EvalArgs {
     /// Model probability thresholds to sweep.
     #[arg(long, value_delimiter = ',', default_values_t = [0.2, 0.35, 0.5, 0.65, 0.8, 0.9])]
     pub thresholds: Vec<f64>,
-    /// Minimum region SNR for every method (default: the pipeline's).
-    #[arg(long)]
-    pub min_region_snr: Option<f64>,
     /// Write every operating point's metrics here as JSON.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -87,7 +84,6 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         frames: a.frames,
         classical_sigmas: a.sigmas.clone(),
         model_thresholds: a.thresholds.clone(),
-        min_region_snr: a.min_region_snr.unwrap_or(defaults.min_region_snr),
     };
     let started = std::time::Instant::now();
     let metrics = evaluate(&spec, model.as_ref().map(|m| m as &dyn SegmentationModel))
@@ -98,8 +94,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         .map(|m| m.completeness.iter().map(|c| c.1).collect())
         .unwrap_or_default();
     println!(
-        "{} frames of profile {:?}, seed {}; min_region_snr {}; {:.0} s",
-        a.frames, a.profile, a.seed, spec.min_region_snr, elapsed
+        "{} frames of profile {:?}, seed {}; {:.0} s",
+        a.frames, a.profile, a.seed, elapsed
     );
     if let Some(m) = &model {
         let id = m.identity();
@@ -172,7 +168,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             "profile": a.profile,
             "seed": a.seed,
             "frames": a.frames,
-            "min_region_snr": spec.min_region_snr,
+            "detection_sigma": defaults.detection_sigma,
             "snr_bins": SNR_BINS.iter().map(|&(lo, hi)| [lo, if hi.is_finite() { hi } else { -1.0 }]).collect::<Vec<_>>(),
             "model": model.as_ref().map(|m| m.identity().clone()),
             "points": metrics,

@@ -261,8 +261,6 @@ pub struct EvalSpec {
     pub classical_sigmas: Vec<f64>,
     /// Model probability thresholds (used for `Model` and `Combined`).
     pub model_thresholds: Vec<f64>,
-    /// `min_region_snr` for every method (the pipeline's default unless changed).
-    pub min_region_snr: f64,
 }
 
 /// Every operating point of `spec` on frames `0..spec.frames` of `(profile, seed)`.
@@ -297,7 +295,6 @@ pub fn evaluate(
                 .map(|p| {
                     let mut params = ProcessingParams {
                         detector: p.detector,
-                        min_region_snr: spec.min_region_snr,
                         ..ProcessingParams::default()
                     };
                     let wrapped = model.map(|m| AtThreshold {
@@ -317,6 +314,7 @@ pub fn evaluate(
                         &[],
                         &params,
                         wrapped.as_ref().map(|w| w as &dyn SegmentationModel),
+                        None,
                     )?;
                     Ok::<Tally, ProcessError>(score(&frame, &q))
                 })

@@ -3,6 +3,12 @@
 //! over cells wider than a tumour, with sources masked, interpolated by cubic convolution
 //! between cell centres, with its rms and its own error.
 //!
+//! A mouse's skin glows on its own, and that glow ends sharply at the body's outline: a
+//! smooth mesh across the edge would leave a ridge inside the outline and a trough outside
+//! it, which a detector takes for tumours. When the photograph gives the bodies,
+//! [`SceneBackground`] fits one mesh on the bodies and one off them, each from its own
+//! pixels only, and joins them at the outline.
+//!
 //! Owns: the model and its uncertainty. A linear gradient is reproduced exactly away from
 //! the frame's outer half-cells; structure narrower than a cell is not followed, by design,
 //! so a tumour's wings never leak into the background.
@@ -13,8 +19,14 @@ use rayon::prelude::*;
 /// At most about this many pixels of a cell enter its plane fit.
 const MAX_SAMPLES_PER_CELL: usize = 4096;
 
-/// Least fraction of a cell's pixels that must be usable for the cell to be estimated.
+/// Least fraction of a cell's pixels (of its pixels inside the fit's domain, when it has
+/// one) that must be usable for the cell to be estimated.
 const MIN_USABLE_FRACTION: f64 = 0.4;
+
+/// Least fraction of a cell that must lie inside the fit's domain for the cell to be
+/// estimated at all; cells with less are filled from their neighbours without counting as
+/// filled (they hold no pixel the model is used at, or only a sliver of its edge).
+const MIN_DOMAIN_FRACTION: f64 = 0.2;
 
 /// A fitted background: mesh values at cell centres and how to interpolate them.
 #[derive(Debug, Clone)]
@@ -30,14 +42,29 @@ pub struct BackgroundModel {
     pub mesh_rms: Array2<f32>,
     /// One-sigma error of each cell's value.
     pub mesh_err: Array2<f32>,
-    /// Cells that had too few usable pixels and were filled from their neighbours.
+    /// Cells inside the domain that had too few usable pixels (sources, saturation) and
+    /// were filled from their neighbours.
     pub filled_cells: usize,
+    /// Cells (almost) wholly outside the domain, filled from their neighbours.
+    pub outside_domain_cells: usize,
 }
 
 impl BackgroundModel {
     /// Fit the background of `frame`, ignoring pixels where `exclude` is true.
     pub fn fit(
         frame: &Array2<f32>,
+        exclude: &Array2<bool>,
+        box_px: usize,
+        clip_sigma: f64,
+    ) -> BackgroundModel {
+        Self::fit_within(frame, None, exclude, box_px, clip_sigma)
+    }
+
+    /// Fit the background of `frame` from the pixels of `domain` (all when `None`) that
+    /// `exclude` leaves. The model is meant to be used inside the domain only.
+    pub fn fit_within(
+        frame: &Array2<f32>,
+        domain: Option<&Array2<bool>>,
         exclude: &Array2<bool>,
         box_px: usize,
         clip_sigma: f64,
@@ -49,7 +76,9 @@ impl BackgroundModel {
         let cell_w = cols as f64 / nx as f64;
         let cells: Vec<(usize, usize)> =
             (0..ny).flat_map(|y| (0..nx).map(move |x| (y, x))).collect();
-        let estimates: Vec<Option<(f32, f32, f32)>> = cells
+        // Per cell: Err(true) when it lies (almost) outside the domain, Err(false) when its
+        // domain pixels are too few usable ones.
+        let estimates: Vec<Result<(f32, f32, f32), bool>> = cells
             .par_iter()
             .map(|&(cy, cx)| {
                 let r0 = (cy as f64 * cell_h).round() as usize;
@@ -67,8 +96,13 @@ impl BackgroundModel {
                 // Offsets from the cell's nominal centre, where the mesh value is defined.
                 let yc = (cy as f64 + 0.5) * cell_h - 0.5;
                 let xc = (cx as f64 + 0.5) * cell_w - 0.5;
+                let mut in_domain = 0usize;
                 for r in (r0..r1).step_by(stride) {
                     for c in (c0..c1).step_by(stride) {
+                        if domain.is_some_and(|d| !d[[r, c]]) {
+                            continue;
+                        }
+                        in_domain += 1;
                         if !exclude[[r, c]] {
                             sample.push((
                                 (c as f64 - xc) as f32,
@@ -79,26 +113,34 @@ impl BackgroundModel {
                     }
                 }
                 let total = (r1 - r0).div_ceil(stride) * (c1 - c0).div_ceil(stride);
-                if (sample.len() as f64) < MIN_USABLE_FRACTION * total as f64 {
-                    return None;
+                if (in_domain as f64) < MIN_DOMAIN_FRACTION * total as f64 {
+                    return Err(true);
+                }
+                if (sample.len() as f64) < MIN_USABLE_FRACTION * in_domain as f64 {
+                    return Err(false);
                 }
                 clipped_plane(&mut sample, clip_sigma)
                     .map(|(v, rms, n)| (v as f32, rms as f32, (rms / (n as f64).sqrt()) as f32))
+                    .ok_or(false)
             })
             .collect();
         let mut mesh = Array2::<f32>::zeros((ny, nx));
         let mut rms = Array2::<f32>::zeros((ny, nx));
         let mut err = Array2::<f32>::zeros((ny, nx));
         let mut valid = Array2::from_elem((ny, nx), false);
+        let mut outside_domain = 0;
         for (&(cy, cx), e) in cells.iter().zip(&estimates) {
-            if let Some((m, s, e)) = *e {
-                mesh[[cy, cx]] = m;
-                rms[[cy, cx]] = s;
-                err[[cy, cx]] = e;
-                valid[[cy, cx]] = true;
+            match *e {
+                Ok((m, s, e)) => {
+                    mesh[[cy, cx]] = m;
+                    rms[[cy, cx]] = s;
+                    err[[cy, cx]] = e;
+                    valid[[cy, cx]] = true;
+                }
+                Err(outside) => outside_domain += usize::from(outside),
             }
         }
-        let filled = fill_invalid(&mut mesh, &mut rms, &mut err, &valid);
+        let filled = fill_invalid(&mut mesh, &mut rms, &mut err, &valid) - outside_domain;
         let mesh = unsmooth(&mesh);
         // The correction mixes in neighbours at 1/24 weight: about 9 % more error.
         err.mapv_inplace(|e| e * 1.09);
@@ -111,6 +153,7 @@ impl BackgroundModel {
             mesh_rms: rms,
             mesh_err: err,
             filled_cells: filled,
+            outside_domain_cells: outside_domain,
         }
     }
 
@@ -208,6 +251,104 @@ impl BackgroundModel {
             .map(|(w, e)| (w * *e as f64).powi(2))
             .sum::<f64>()
             .sqrt()
+    }
+}
+
+/// The background of a scene: one mesh off the bodies and, when the photograph gives the
+/// bodies, one on them (the skin's glow ends at the outline; see the module header).
+#[derive(Debug, Clone)]
+pub struct SceneBackground {
+    /// Off the bodies (everywhere when there is no body cover).
+    pub off_body: BackgroundModel,
+    /// On the bodies: the model and, per pixel of the frame, the fraction of its area on a
+    /// body (0 off every body, 1 wholly on one).
+    pub on_body: Option<(BackgroundModel, Array2<f32>)>,
+}
+
+/// A pixel at least this much on a body is fitted with the bodies; at most `1 −` this,
+/// with the stage; in between (the outline crosses it) with neither.
+const WHOLLY_ON: f32 = 0.99;
+
+impl SceneBackground {
+    /// Fit the scene's background, ignoring pixels where `exclude` is true. With
+    /// `body_cover` (per pixel, the fraction on a body), the pixels wholly on a body and
+    /// those wholly off every body are fitted apart, and a pixel the outline crosses takes
+    /// the two in proportion. When either side has no cell that can be estimated (every
+    /// body covered by sources, say), one mesh serves everywhere.
+    pub fn fit(
+        frame: &Array2<f32>,
+        body_cover: Option<&Array2<f32>>,
+        exclude: &Array2<bool>,
+        box_px: usize,
+        clip_sigma: f64,
+    ) -> SceneBackground {
+        let whole = || SceneBackground {
+            off_body: BackgroundModel::fit(frame, exclude, box_px, clip_sigma),
+            on_body: None,
+        };
+        let Some(cover) = body_cover.filter(|b| b.iter().any(|&v| v >= WHOLLY_ON)) else {
+            return whole();
+        };
+        let on_domain = cover.mapv(|f| f >= WHOLLY_ON);
+        let off_domain = cover.mapv(|f| f <= 1.0 - WHOLLY_ON);
+        let (on, off) = rayon::join(
+            || BackgroundModel::fit_within(frame, Some(&on_domain), exclude, box_px, clip_sigma),
+            || BackgroundModel::fit_within(frame, Some(&off_domain), exclude, box_px, clip_sigma),
+        );
+        let estimated =
+            |m: &BackgroundModel| m.mesh.len() - m.filled_cells - m.outside_domain_cells;
+        if estimated(&on) == 0 || estimated(&off) == 0 {
+            return whole();
+        }
+        SceneBackground {
+            off_body: off,
+            on_body: Some((on, cover.clone())),
+        }
+    }
+
+    /// The background at every pixel.
+    pub fn map(&self) -> Array2<f32> {
+        let mut out = self.off_body.map();
+        if let Some((on, cover)) = &self.on_body {
+            ndarray::Zip::from(&mut out)
+                .and(&on.map())
+                .and(cover)
+                .for_each(|o, &v, &f| {
+                    if f > 0.0 {
+                        *o = f * v + (1.0 - f) * *o;
+                    }
+                });
+        }
+        out
+    }
+
+    /// One-sigma error of the background summed over a set of pixels: each mesh's error
+    /// over the pixels mostly its own ([`BackgroundModel::sum_error`]), the two fits
+    /// independent.
+    pub fn sum_error(&self, pixels: impl Iterator<Item = (usize, usize)>) -> f64 {
+        match &self.on_body {
+            None => self.off_body.sum_error(pixels),
+            Some((on, cover)) => {
+                let mut inside = Vec::new();
+                let mut outside = Vec::new();
+                for p in pixels {
+                    if cover[p] >= 0.5 {
+                        inside.push(p);
+                    } else {
+                        outside.push(p);
+                    }
+                }
+                let a = on.sum_error(inside.into_iter());
+                let b = self.off_body.sum_error(outside.into_iter());
+                (a * a + b * b).sqrt()
+            }
+        }
+    }
+
+    /// Cells filled from their neighbours because sources or saturation left too few
+    /// usable pixels, over both meshes.
+    pub fn filled_cells(&self) -> usize {
+        self.off_body.filled_cells + self.on_body.as_ref().map_or(0, |(m, _)| m.filled_cells)
     }
 }
 

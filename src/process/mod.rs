@@ -94,10 +94,14 @@ pub struct ProcessingParams {
     pub background_clip_sigma: f64,
     /// Gaussian sigma of the matched detection filter, cm.
     pub detection_smoothing_cm: f64,
-    /// Detection threshold in units of the smoothed image's noise.
+    /// Detection threshold, in noise sigmas of the matched filter: the classical footprint
+    /// is the pixels above it, and a candidate (any detector's) is kept when its peak
+    /// significance reaches it.
     pub detection_sigma: f64,
-    /// A detected region is kept only if its net flux is at least this many times its
-    /// statistical uncertainty (background model included).
+    /// A candidate is kept only if, besides its significance, its measured net flux is
+    /// at least this many times its statistical uncertainty (background model included):
+    /// a peak the matched filter finds where the background model errs is wide and
+    /// faint in the aperture.
     pub min_region_snr: f64,
     /// Minimum footprint area, cm².
     pub min_area_cm2: f64,
@@ -124,7 +128,8 @@ pub struct ProcessingParams {
 }
 
 /// How candidate regions are found. Every method then deblends, grows and measures them
-/// with the same functions and the same `min_region_snr` cut.
+/// with the same functions, and keeps those whose matched-filter significance reaches
+/// `detection_sigma`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Detector {

@@ -8,7 +8,7 @@
 
 use ndarray::Array2;
 
-use super::background::BackgroundModel;
+use super::background::SceneBackground;
 use super::{RadianceStats, RegionMeasurement, RegionSource, Uncertain, UncertaintyComponents};
 
 const FOUR_PI: f64 = 4.0 * std::f64::consts::PI;
@@ -17,7 +17,7 @@ const FOUR_PI: f64 = 4.0 * std::f64::consts::PI;
 pub struct PhotometryInputs<'a> {
     /// Corrected radiance, background still in.
     pub radiance: &'a Array2<f32>,
-    pub background: &'a BackgroundModel,
+    pub background: &'a SceneBackground,
     pub background_map: &'a Array2<f32>,
     pub var_poisson: &'a Array2<f32>,
     pub var_read: &'a Array2<f32>,
@@ -187,14 +187,14 @@ mod tests {
         radiance: Array2<f32>,
     ) -> (
         Array2<f32>,
-        BackgroundModel,
+        SceneBackground,
         Array2<f32>,
         Array2<f32>,
         Array2<bool>,
     ) {
         let dim = radiance.dim();
         let none = Array2::from_elem(dim, false);
-        let bm = BackgroundModel::fit(&Array2::zeros(dim), &none, 8, 3.0);
+        let bm = SceneBackground::fit(&Array2::zeros(dim), None, &none, 8, 3.0);
         let map = bm.map();
         (radiance, bm, map, Array2::from_elem(dim, 1.0), none)
     }

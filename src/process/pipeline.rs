@@ -10,15 +10,18 @@ use std::collections::BTreeSet;
 
 use ndarray::{Array2, ArrayView2, Zip};
 
-use super::background::BackgroundModel;
+use super::background::SceneBackground;
 use super::correct::{correct, repair_list, repair_pixels, validate, CorrectionError, Repair};
 use super::cosmic::{find_hits, CosmicSettings};
 use super::dark_bound::unsubtracted_dark_bound_adu;
-use super::detect::{detect, regions_from_mask, source_mask as source_mask_of, DetectionSettings};
+use super::detect::{
+    detect, regions_from_mask, smoothed_snr, source_mask as source_mask_of, DetectionSettings,
+};
 use super::filters::{block_mean, dilate, expand_blocks};
 use super::photometry::{measure, PhotometryInputs};
 use super::roi::Roi;
 use super::segment_input::model_input;
+use super::subjects::SubjectMap;
 use super::{
     Detector, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, RegionMeasurement,
     RegionSource,
@@ -116,6 +119,8 @@ pub struct ModelIdentity {
 struct Found {
     apertures: Array2<u32>,
     count: usize,
+    /// Per label (index 0 unused): the matched filter's peak SNR over the aperture.
+    significance: Vec<f32>,
     mask: Array2<bool>,
     block: usize,
 }
@@ -158,6 +163,13 @@ fn detect_with(
         }
     };
     let d = regions_from_mask(&mask, &g.net, &g.variance, &g.settings);
+    // Each candidate's significance: the matched filter's peak SNR over its aperture.
+    let (_, snr) = smoothed_snr(&g.net, &g.variance, g.settings.smoothing_sigma_px);
+    let mut significance = vec![f32::NEG_INFINITY; d.count + 1];
+    Zip::from(&d.aperture).and(&snr).for_each(|&l, &s| {
+        let peak = &mut significance[l as usize];
+        *peak = peak.max(s);
+    });
     let apertures = if g.block == 1 {
         d.aperture
     } else {
@@ -167,6 +179,7 @@ fn detect_with(
     Ok(Found {
         apertures,
         count: d.count,
+        significance,
         mask,
         block: g.block,
     })
@@ -234,8 +247,10 @@ pub struct Quantification {
     pub radiance: Array2<f32>,
     /// Background model, photons/s/cm²/sr.
     pub background: Array2<f32>,
-    /// The fitted model behind `background` (its mesh and errors).
-    pub background_model: BackgroundModel,
+    /// The fitted model behind `background` (its meshes and errors).
+    pub background_model: SceneBackground,
+    /// The mice found in the photograph, whose bodies the background was fitted on apart.
+    pub subjects: Option<SubjectMap>,
     /// Net radiance (radiance − background).
     pub net_radiance: Array2<f32>,
     /// Statistical variance per pixel (Poisson + read + masters), radiance².
@@ -268,11 +283,13 @@ pub fn quantify(
     rois: &[Roi],
     params: &ProcessingParams,
 ) -> Result<Quantification, ProcessError> {
-    quantify_with(raw, cal, geom, rois, params, None)
+    quantify_with(raw, cal, geom, rois, params, None, None)
 }
 
 /// Run the whole chain; `segmenter` finds the candidate regions when `params.detector` is
 /// `Model` or `Combined` (the background is always fitted with the classical source mask).
+/// `subjects`, the mice found in the acquisition's photograph, lets the background follow
+/// the bodies' own glow up to their outline.
 pub fn quantify_with(
     raw: &Array2<u16>,
     cal: &FrameCalibration,
@@ -280,6 +297,7 @@ pub fn quantify_with(
     rois: &[Roi],
     params: &ProcessingParams,
     segmenter: Option<&dyn SegmentationModel>,
+    subjects: Option<&SubjectMap>,
 ) -> Result<Quantification, ProcessError> {
     validate(raw.dim(), cal, geom)?;
     let (rows, cols) = raw.dim();
@@ -340,9 +358,12 @@ pub fn quantify_with(
     let settings = DetectionSettings::for_grid(params, pixel_cm);
     let box_px = params.background_box_px(pixel_cm);
 
+    let body_cover = subjects.map(|s| s.body_cover(rows, cols, pixel_cm));
+
     // Pass 1: background of everything, to find the sources.
-    let first = BackgroundModel::fit(
+    let first = SceneBackground::fit(
         &frame.radiance,
+        body_cover.as_ref(),
         &frame.saturated,
         box_px,
         params.background_clip_sigma,
@@ -355,20 +376,27 @@ pub fn quantify_with(
         .and(&frame.saturated)
         .for_each(|e, &s| *e |= s);
     // Pass 2: the background under the sources comes from around them.
-    let model = BackgroundModel::fit(
+    let model = SceneBackground::fit(
         &frame.radiance,
+        body_cover.as_ref(),
         &exclude,
         box_px,
         params.background_clip_sigma,
     );
-    counts.background_cells_filled = model.filled_cells;
-    if model.filled_cells > 0 {
+    counts.background_cells_filled = model.filled_cells();
+    if counts.background_cells_filled > 0 {
         flags.insert(QualityFlag::BackgroundCellsInterpolated);
     }
     let background = model.map();
     let net = &frame.radiance - &background;
     let found = detect_with(&net, &variance, &settings, params.detector, segmenter)?;
-    let (apertures, detected_candidates) = (found.apertures, found.count);
+    let Found {
+        apertures,
+        count: detected_candidates,
+        significance,
+        mask: detection_mask,
+        block: working_block,
+    } = found;
 
     // No dark subtracted: bound what it can add to every gross flux (see `dark_bound`).
     let dark_bound_radiance = cal.dark_adu.is_none().then(|| {
@@ -392,14 +420,16 @@ pub fn quantify_with(
             pixels_of[l as usize].push((r, c));
         }
     }
-    // A candidate whose whole-region measurement is not significant (its net flux over its
-    // statistical uncertainty, background model included) is a fluctuation that happened to
-    // cross the threshold in the smoothed map: drop it (counted) and renumber the rest.
+    // Detection is decided on the matched filter's significance, the best SNR any
+    // position of the source can have: a candidate whose peak stays below
+    // `detection_sigma` (a model's mask can reach below it) is dropped (counted) and the
+    // rest renumbered. The measured region's own SNR is lower for a faint source (its
+    // aperture takes in the wings' noise too) and decides nothing.
     let mut regions: Vec<RegionMeasurement> = Vec::new();
     let mut new_label = vec![0u32; pixels_of.len()];
     for (i, px) in pixels_of.iter().enumerate().skip(1) {
         let m = measure(&inputs, px, RegionSource::Detected, String::new());
-        if m.snr < params.min_region_snr {
+        if f64::from(significance[i]) < params.detection_sigma || m.snr < params.min_region_snr {
             counts.candidates_rejected += 1;
             continue;
         }
@@ -437,6 +467,7 @@ pub fn quantify_with(
         radiance: frame.radiance,
         background,
         background_model: model,
+        subjects: subjects.cloned(),
         net_radiance: net,
         variance,
         detection_labels,
@@ -446,8 +477,8 @@ pub fn quantify_with(
         counts,
         pixel_size_cm: pixel_cm,
         detector: params.detector,
-        detection_mask: found.mask,
-        working_block: found.block,
+        detection_mask,
+        working_block,
         model: match params.detector {
             Detector::Classical => None,
             _ => segmenter.map(|m| m.identity().clone()),

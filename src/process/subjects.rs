@@ -111,6 +111,36 @@ pub enum Placement {
 }
 
 impl SubjectMap {
+    /// Per pixel of a frame of `rows` × `cols` pixels of `pixel_cm` over the same field
+    /// (top-left origin), the fraction of the pixel's area on a mouse: sampled on a
+    /// sub-grid fine enough to see this map's pixels, up to 4 × 4 per pixel.
+    pub fn body_cover(&self, rows: usize, cols: usize, pixel_cm: f64) -> Array2<f32> {
+        let (lr, lc) = self.labels.dim();
+        let k = ((2.0 * pixel_cm / self.pixel_cm).round() as usize).clamp(1, 4);
+        let step = pixel_cm / k as f64;
+        let to_label =
+            |cm: f64, n: usize| ((cm / self.pixel_cm).floor().max(0.0) as usize).min(n - 1);
+        if lr == 0 || lc == 0 || self.subjects.is_empty() {
+            return Array2::zeros((rows, cols));
+        }
+        let col_of: Vec<usize> = (0..cols * k)
+            .map(|j| to_label((j as f64 + 0.5) * step, lc))
+            .collect();
+        let row_of: Vec<usize> = (0..rows * k)
+            .map(|i| to_label((i as f64 + 0.5) * step, lr))
+            .collect();
+        let per_pixel = (k * k) as f32;
+        Array2::from_shape_fn((rows, cols), |(r, c)| {
+            let mut on = 0usize;
+            for &lrow in &row_of[r * k..(r + 1) * k] {
+                for &lcol in &col_of[c * k..(c + 1) * k] {
+                    on += usize::from(self.labels[[lrow, lcol]] > 0);
+                }
+            }
+            on as f32 / per_pixel
+        })
+    }
+
     /// Place a point (cm from the top-left corner) on a mouse, allowing `tolerance_cm`
     /// beyond its outline.
     pub fn place(&self, point_cm: [f64; 2], tolerance_cm: f64) -> Placement {

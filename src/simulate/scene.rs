@@ -33,6 +33,11 @@ pub struct SceneSpec {
     pub autoluminescence_radiance: f64,
     /// Light leak: a linear gradient rising from 0 at the left edge to this at the right.
     pub light_leak_radiance: f64,
+    /// The skin's own glow: on the body only, ending sharply at the outline the photograph
+    /// shows (see [`body_glow`]). Mean level over a mouse; each mouse draws its own level
+    /// within ±40 % of it, brighter over the belly. 0 (the default) turns it off; the
+    /// real-scene tests use 2000.
+    pub body_glow_radiance: f64,
     pub cosmic_rays: bool,
     pub photograph: bool,
     /// Lay the mice in touching pairs (first with second, third with fourth), flanks in
@@ -74,6 +79,7 @@ impl Default for SceneSpec {
             touching_pair: false,
             autoluminescence_radiance: 1.0e3,
             light_leak_radiance: 1.0e3,
+            body_glow_radiance: 0.0,
             cosmic_rays: true,
             photograph: true,
             touching_mice: false,
@@ -139,7 +145,8 @@ pub struct SimulatedAcquisition {
     pub truth: Truth,
     /// Noise-free tumour radiance, mean over each pixel.
     pub tumour_radiance: Array2<f32>,
-    /// Noise-free background radiance (autoluminescence + leak) at each pixel centre.
+    /// Noise-free background radiance (autoluminescence, leak, and the body glow as a mean
+    /// over each pixel) at each pixel centre.
     pub background_radiance: Array2<f32>,
 }
 
@@ -330,6 +337,10 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
             .sum();
         (leak + auto) as f32
     });
+    let mut background_radiance = background_radiance;
+    if spec.body_glow_radiance > 0.0 {
+        background_radiance += &body_glow(spec, &mice, n);
+    }
 
     // Forward model: radiance → expected photo-electrons per binned pixel.
     let coefficient = inst.coefficient(spec.fov_cm, spec.f_number);
@@ -392,6 +403,62 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
         tumour_radiance,
         background_radiance,
     }
+}
+
+const GLOW_STREAM: u64 = 0x474C_4F57;
+
+/// Supersampling of a pixel that the body outline crosses, per axis.
+const GLOW_SUPERSAMPLE: usize = 4;
+
+/// The skin's glow, mean radiance over each pixel of an `n`-pixel frame: on each mouse's
+/// outline (the photograph's, neck included; tails excluded, their glow being far below the
+/// body's) and nothing outside it, so the edge is as sharp as the pixel grid allows. Each
+/// mouse's level is drawn within ±40 % of `spec.body_glow_radiance`; inside, it rises by
+/// half toward the belly (a broad bump behind the body's centre), as the gut's glow does.
+pub fn body_glow(spec: &SceneSpec, mice: &[TrueMouse], n: usize) -> Array2<f32> {
+    let pixel_cm = spec.fov_cm / n as f64;
+    let levels: Vec<f64> = (0..mice.len())
+        .map(|i| {
+            spec.body_glow_radiance
+                * feature_rng(spec.seed, GLOW_STREAM + 16 * i as u64).random_range(0.6..=1.4)
+        })
+        .collect();
+    let pinches: Vec<f64> = (0..mice.len())
+        .map(|i| super::photo::neck_pinch(spec, i))
+        .collect();
+    let glow_at = |x: f64, y: f64| -> f64 {
+        mice.iter()
+            .zip(&levels)
+            .zip(&pinches)
+            .find(|((m, _), &pinch)| super::photo::body_radius(m, pinch, x, y) < 1.0)
+            .map(|((m, &level), _)| {
+                let belly_y = m.centre_cm[1] + 0.25 * m.half_length_cm;
+                let v = (y - belly_y) / (0.45 * m.half_length_cm);
+                level * (0.8 + 0.4 * (-0.5 * v * v).exp())
+            })
+            .unwrap_or(0.0)
+    };
+    let k = GLOW_SUPERSAMPLE;
+    Array2::from_shape_fn((n, n), |(r, c)| {
+        let corners = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
+            .map(|(dx, dy)| glow_at((c as f64 + dx) * pixel_cm, (r as f64 + dy) * pixel_cm));
+        if corners.iter().all(|&g| g == 0.0) {
+            return 0.0;
+        }
+        if corners.iter().all(|&g| g > 0.0) {
+            // Wholly inside: the glow is smooth there.
+            return glow_at((c as f64 + 0.5) * pixel_cm, (r as f64 + 0.5) * pixel_cm) as f32;
+        }
+        let mut sum = 0.0;
+        for i in 0..k {
+            for j in 0..k {
+                let x = (c as f64 + (j as f64 + 0.5) / k as f64) * pixel_cm;
+                let y = (r as f64 + (i as f64 + 0.5) / k as f64) * pixel_cm;
+                sum += glow_at(x, y);
+            }
+        }
+        (sum / (k * k) as f64) as f32
+    })
 }
 
 /// A separate random stream for the scene's optional features (touching mice, tails,

@@ -564,6 +564,8 @@ pub fn generate_frame(profile: Profile, seed: u64, index: u64) -> TrainingFrame 
         light_leak_radiance: leak.map_or(0.0, |l| l.0),
         cosmic_rays: true,
         photograph: false,
+        // The training and held-out sets have no photograph to outline a body's glow with.
+        body_glow_radiance: 0.0,
         ..SceneSpec::default()
     };
     let acquired_at = chrono::DateTime::from_timestamp(1_772_442_000 + index as i64 * 60, 0)
