@@ -202,10 +202,10 @@ fn the_bodies_glow_is_background_and_faint_tumours_are_found() {
     let f = figures(&tally);
     report("real scenes, bodies from the photograph", &tally, &f);
     assert!(f.tumours_snr5 >= 60, "only {} tumours", f.tumours_snr5);
-    // Guard at today's level (94.6 %), short of the goal of 95 %: the misses are
-    // tumours of true SNR 5–11 whose grown aperture's SNR falls below `min_region_snr`.
+    // The goals: completeness >= 95 % at true SNR >= 5, at most one false detection a
+    // frame, pull sd 0.8-1.25 (measured: 95.9 %, 0.00, 1.20).
     assert!(
-        f.completeness_snr5 >= 0.93,
+        f.completeness_snr5 >= 0.95,
         "completeness {:.3}",
         f.completeness_snr5
     );
@@ -215,22 +215,21 @@ fn the_bodies_glow_is_background_and_faint_tumours_are_found() {
         f.false_per_frame
     );
     assert!(
-        f.median_abs_error_snr20 <= 0.03,
+        (0.8..=1.25).contains(&f.pull_sd),
+        "pull sd {:.2}",
+        f.pull_sd
+    );
+    assert!(
+        f.median_abs_error_snr20 <= 0.02,
         "median |error| {:.3}",
         f.median_abs_error_snr20
     );
-    // Guards at today's level, short of the goals (worst 10 %, pull sd 0.8–1.25): the
-    // worst errors are tumours on the mouse at the frame's right edge, where the leak is
-    // brightest and the off-body mesh is extrapolated.
+    // Guard at today's level (10.9 %), short of the goal of 10 %: the worst errors are
+    // tumours of SNR 20-40 whose apertures grow into the glow around them.
     assert!(
-        f.worst_abs_error_snr20 <= 0.20,
+        f.worst_abs_error_snr20 <= 0.12,
         "worst |error| {:.3}",
         f.worst_abs_error_snr20
-    );
-    assert!(
-        (0.8..=1.45).contains(&f.pull_sd),
-        "pull sd {:.2}",
-        f.pull_sd
     );
 }
 

@@ -6,8 +6,8 @@
 //! A mouse's skin glows on its own, and that glow ends sharply at the body's outline: a
 //! smooth mesh across the edge would leave a ridge inside the outline and a trough outside
 //! it, which a detector takes for tumours. When the photograph gives the bodies,
-//! [`SceneBackground`] fits one mesh on the bodies and one off them, each from its own
-//! pixels only, and joins them at the outline.
+//! [`SceneBackground`] (in `scene`) fits one mesh on the bodies and one off them, each
+//! from its own pixels only, and joins them at the outlines.
 //!
 //! Owns: the model and its uncertainty. A linear gradient is reproduced exactly away from
 //! the frame's outer half-cells; structure narrower than a cell is not followed, by design,
@@ -15,6 +15,10 @@
 
 use ndarray::Array2;
 use rayon::prelude::*;
+
+mod scene;
+
+pub use scene::SceneBackground;
 
 /// At most about this many pixels of a cell enter its plane fit.
 const MAX_SAMPLES_PER_CELL: usize = 4096;
@@ -140,6 +144,9 @@ impl BackgroundModel {
                 Err(outside) => outside_domain += usize::from(outside),
             }
         }
+        for (y, x) in source_dominated(&mesh, &rms, &valid) {
+            valid[[y, x]] = false;
+        }
         let filled = fill_invalid(&mut mesh, &mut rms, &mut err, &valid) - outside_domain;
         let mesh = unsmooth(&mesh);
         // The correction mixes in neighbours at 1/24 weight: about 9 % more error.
@@ -254,109 +261,25 @@ impl BackgroundModel {
     }
 }
 
-/// The background of a scene: one mesh off the bodies and, when the photograph gives the
-/// bodies, one on them (the skin's glow ends at the outline; see the module header).
-#[derive(Debug, Clone)]
-pub struct SceneBackground {
-    /// Off the bodies (everywhere when there is no body cover).
-    pub off_body: BackgroundModel,
-    /// On the bodies: the model and, per pixel of the frame, the fraction of its area on a
-    /// body (0 off every body, 1 wholly on one).
-    pub on_body: Option<(BackgroundModel, Array2<f32>)>,
-}
-
-/// A pixel at least this much on a body is fitted with the bodies; at most `1 −` this,
-/// with the stage; in between (the outline crosses it) with neither.
-const WHOLLY_ON: f32 = 0.99;
-
-impl SceneBackground {
-    /// Fit the scene's background, ignoring pixels where `exclude` is true. With
-    /// `body_cover` (per pixel, the fraction on a body), the pixels wholly on a body and
-    /// those wholly off every body are fitted apart, and a pixel the outline crosses takes
-    /// the two in proportion. When either side has no cell that can be estimated (every
-    /// body covered by sources, say), one mesh serves everywhere.
-    pub fn fit(
-        frame: &Array2<f32>,
-        body_cover: Option<&Array2<f32>>,
-        exclude: &Array2<bool>,
-        box_px: usize,
-        clip_sigma: f64,
-    ) -> SceneBackground {
-        let whole = || SceneBackground {
-            off_body: BackgroundModel::fit(frame, exclude, box_px, clip_sigma),
-            on_body: None,
-        };
-        let Some(cover) = body_cover.filter(|b| b.iter().any(|&v| v >= WHOLLY_ON)) else {
-            return whole();
-        };
-        let on_domain = cover.mapv(|f| f >= WHOLLY_ON);
-        let off_domain = cover.mapv(|f| f <= 1.0 - WHOLLY_ON);
-        let (on, off) = rayon::join(
-            || BackgroundModel::fit_within(frame, Some(&on_domain), exclude, box_px, clip_sigma),
-            || BackgroundModel::fit_within(frame, Some(&off_domain), exclude, box_px, clip_sigma),
-        );
-        let estimated =
-            |m: &BackgroundModel| m.mesh.len() - m.filled_cells - m.outside_domain_cells;
-        if estimated(&on) == 0 || estimated(&off) == 0 {
-            return whole();
-        }
-        SceneBackground {
-            off_body: off,
-            on_body: Some((on, cover.clone())),
-        }
-    }
-
-    /// The background at every pixel.
-    pub fn map(&self) -> Array2<f32> {
-        let mut out = self.off_body.map();
-        if let Some((on, cover)) = &self.on_body {
-            ndarray::Zip::from(&mut out)
-                .and(&on.map())
-                .and(cover)
-                .for_each(|o, &v, &f| {
-                    if f > 0.0 {
-                        *o = f * v + (1.0 - f) * *o;
-                    }
-                });
-        }
-        out
-    }
-
-    /// One-sigma error of the background summed over a set of pixels: each mesh's error
-    /// over the pixels mostly its own ([`BackgroundModel::sum_error`]), the two fits
-    /// independent.
-    pub fn sum_error(&self, pixels: impl Iterator<Item = (usize, usize)>) -> f64 {
-        match &self.on_body {
-            None => self.off_body.sum_error(pixels),
-            Some((on, cover)) => {
-                let mut inside = Vec::new();
-                let mut outside = Vec::new();
-                for p in pixels {
-                    if cover[p] >= 0.5 {
-                        inside.push(p);
-                    } else {
-                        outside.push(p);
-                    }
-                }
-                let a = on.sum_error(inside.into_iter());
-                let b = self.off_body.sum_error(outside.into_iter());
-                (a * a + b * b).sqrt()
-            }
-        }
-    }
-
-    /// Cells filled from their neighbours because sources or saturation left too few
-    /// usable pixels, over both meshes.
-    pub fn filled_cells(&self) -> usize {
-        self.off_body.filled_cells + self.on_body.as_ref().map_or(0, |(m, _)| m.filled_cells)
-    }
-}
-
 /// Fit `v = a + b·x + c·y` to the samples by least squares with iterative sigma clipping of
 /// the residuals. Returns (a: the value at the origin, residual rms, samples kept). A plane,
 /// not a mean: a steep gradient across a cell with some pixels masked still gives the value
 /// at the cell's centre.
 fn clipped_plane(sample: &mut Vec<(f32, f32, f32)>, clip_sigma: f64) -> Option<(f64, f64, usize)> {
+    // A bright source's core tilts a least-squares plane so far that clipping about it
+    // keeps the source: first clip about the median, by the median absolute deviation (a
+    // gradient across the cell spreads the values evenly and loses nothing to this).
+    if sample.len() >= 6 {
+        let mut v: Vec<f32> = sample.iter().map(|p| p.2).collect();
+        let mid = v.len() / 2;
+        let median = *v.select_nth_unstable_by(mid, f32::total_cmp).1;
+        let mut dev: Vec<f32> = v.iter().map(|&x| (x - median).abs()).collect();
+        let mad = *dev.select_nth_unstable_by(mid, f32::total_cmp).1;
+        let limit = clip_sigma as f32 * 1.4826 * mad;
+        if limit > 0.0 {
+            sample.retain(|p| (p.2 - median).abs() <= limit);
+        }
+    }
     let mut fit = None;
     for _ in 0..5 {
         let n = sample.len();
@@ -529,6 +452,59 @@ fn unsmooth(mesh: &Array2<f32>) -> Array2<f32> {
     out
 }
 
+/// A cell stands this many times its neighbours' pixel scatter above their median value:
+/// a source covers it.
+const SOURCE_CELL_RMS: f32 = 3.0;
+
+/// Cells a source fills so wholly that no clipping inside the cell can find the background
+/// under it (the cell's value stands far above all its neighbours', by more than the
+/// pixels' scatter): filled from the neighbours like a masked cell, as a mesh filter does
+/// in other background estimators. Only upward: sources add light. A cell needs two valid
+/// neighbours to be judged.
+fn source_dominated(
+    mesh: &Array2<f32>,
+    rms: &Array2<f32>,
+    valid: &Array2<bool>,
+) -> Vec<(usize, usize)> {
+    let (ny, nx) = mesh.dim();
+    let mut out = Vec::new();
+    for y in 0..ny {
+        for x in 0..nx {
+            if !valid[[y, x]] {
+                continue;
+            }
+            let mut values = Vec::with_capacity(8);
+            let mut scatter = Vec::with_capacity(8);
+            for yy in y.saturating_sub(1)..=(y + 1).min(ny - 1) {
+                for xx in x.saturating_sub(1)..=(x + 1).min(nx - 1) {
+                    if (yy, xx) != (y, x) && valid[[yy, xx]] {
+                        values.push(mesh[[yy, xx]]);
+                        scatter.push(rms[[yy, xx]]);
+                    }
+                }
+            }
+            if values.len() < 2 {
+                continue;
+            }
+            let median = |v: &mut Vec<f32>| {
+                v.sort_by(f32::total_cmp);
+                let n = v.len();
+                if n % 2 == 1 {
+                    v[n / 2]
+                } else {
+                    0.5 * (v[n / 2 - 1] + v[n / 2])
+                }
+            };
+            let level = median(&mut values);
+            let spread = median(&mut scatter);
+            if mesh[[y, x]] - level > SOURCE_CELL_RMS * spread {
+                out.push((y, x));
+            }
+        }
+    }
+    out
+}
+
 /// Fill invalid cells from the valid cells around them: a plane fitted (least squares, in
 /// cell units) to the valid cells of the smallest surrounding square that holds at least
 /// six, so a gradient carries on under a large masked source instead of flattening. The
@@ -598,47 +574,4 @@ fn fill_invalid(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn linear_gradient_is_reproduced_inside() {
-        let f = Array2::from_shape_fn((128, 160), |(r, c)| 100.0 + 2.0 * c as f32 + 0.5 * r as f32);
-        let none = Array2::from_elem(f.dim(), false);
-        let m = BackgroundModel::fit(&f, &none, 32, 3.0);
-        let map = m.map();
-        for r in 16..112 {
-            for c in 16..144 {
-                assert!((map[[r, c]] - f[[r, c]]).abs() < 1e-2, "{r} {c}");
-            }
-        }
-    }
-
-    #[test]
-    fn masked_source_does_not_leak_into_the_background() {
-        let mut f = Array2::from_elem((96, 96), 10.0f32);
-        let mut mask = Array2::from_elem(f.dim(), false);
-        for r in 40..56 {
-            for c in 40..56 {
-                f[[r, c]] = 1.0e4;
-                mask[[r, c]] = true;
-            }
-        }
-        let m = BackgroundModel::fit(&f, &mask, 32, 3.0);
-        assert!(m.map().iter().all(|&v| (v - 10.0).abs() < 1e-3));
-    }
-
-    #[test]
-    fn fully_masked_cell_is_filled_and_counted() {
-        let f = Array2::from_elem((64, 64), 5.0f32);
-        let mut mask = Array2::from_elem(f.dim(), false);
-        for r in 0..32 {
-            for c in 0..32 {
-                mask[[r, c]] = true;
-            }
-        }
-        let m = BackgroundModel::fit(&f, &mask, 32, 3.0);
-        assert_eq!(m.filled_cells, 1);
-        assert!((m.map()[[5, 5]] - 5.0).abs() < 1e-4);
-    }
-}
+mod tests;
