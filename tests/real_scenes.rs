@@ -203,7 +203,8 @@ fn the_bodies_glow_is_background_and_faint_tumours_are_found() {
     report("real scenes, bodies from the photograph", &tally, &f);
     assert!(f.tumours_snr5 >= 60, "only {} tumours", f.tumours_snr5);
     // The goals: completeness >= 95 % at true SNR >= 5, at most one false detection a
-    // frame, pull sd 0.8-1.25 (measured: 95.9 %, 0.00, 1.20).
+    // frame, at SNR >= 20 a median error within 3 % and a worst within 10 %, pull sd
+    // 0.8-1.25 (measured: 98.0 %, 0.00, 1.08 %, 6.24 %, 1.23).
     assert!(
         f.completeness_snr5 >= 0.95,
         "completeness {:.3}",
@@ -215,21 +216,19 @@ fn the_bodies_glow_is_background_and_faint_tumours_are_found() {
         f.false_per_frame
     );
     assert!(
-        (0.8..=1.25).contains(&f.pull_sd),
-        "pull sd {:.2}",
-        f.pull_sd
-    );
-    assert!(
         f.median_abs_error_snr20 <= 0.02,
         "median |error| {:.3}",
         f.median_abs_error_snr20
     );
-    // Guard at today's level (10.9 %), short of the goal of 10 %: the worst errors are
-    // tumours of SNR 20-40 whose apertures grow into the glow around them.
     assert!(
-        f.worst_abs_error_snr20 <= 0.12,
+        f.worst_abs_error_snr20 <= 0.10,
         "worst |error| {:.3}",
         f.worst_abs_error_snr20
+    );
+    assert!(
+        (0.8..=1.25).contains(&f.pull_sd),
+        "pull sd {:.2}",
+        f.pull_sd
     );
 }
 

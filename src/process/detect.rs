@@ -216,10 +216,21 @@ fn deblend(
     out
 }
 
+/// Once a region's rings hold no significant light, it takes this fraction of its
+/// footprint's radius in more rings (at least two), for the wings below the noise.
+///
+/// The margin sets the aperture's size, hence its noise: on the simulated real scenes
+/// (tests/real_scenes.rs) a half-radius margin gave apertures of 4-6 cm² around tumours of
+/// σ 0.15 cm, a median flux error of 1.3 % and a worst of 10.9 % at SNR >= 20, and missed
+/// tumours of true SNR 5-11; a quarter-radius margin gives 1.1 %, 6.2 % and 98 %
+/// completeness at true SNR >= 5, with the pulls still within 0.8-1.25.
+const WING_MARGIN: f64 = 0.25;
+
 /// Grow every footprint ring by ring into unclaimed pixels, all regions at once. A region
-/// keeps growing while its newest ring holds significant light (> 2σ), then takes
-/// `max(2, radius/2)` more rings so the wings below the noise are not cut off, never
-/// beyond `max_growth_px` rings.
+/// keeps growing while its newest ring holds significant light (> `RING_SIGNIFICANCE` σ),
+/// then takes `max(2, WING_MARGIN · radius)` more rings so the wings below the noise are
+/// not cut off, never beyond `max_growth_px` rings: the aperture is sized by the source's
+/// own light, not grown until nothing is left.
 fn grow(
     footprint: &Array2<u32>,
     count: usize,
@@ -273,7 +284,7 @@ fn grow(
                 None => {
                     if ring_sum[l] <= RING_SIGNIFICANCE * ring_var[l].sqrt() {
                         let radius = (area[l] as f64 / std::f64::consts::PI).sqrt();
-                        remaining[l] = Some(((radius / 2.0).ceil() as usize).max(2));
+                        remaining[l] = Some(((radius * WING_MARGIN).ceil() as usize).max(2));
                     }
                 }
                 Some(0) => active[l] = false,
