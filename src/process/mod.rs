@@ -18,12 +18,14 @@ pub mod cosmic;
 pub mod dark_bound;
 pub mod detect;
 pub mod filters;
+mod morphology;
 pub mod photometry;
 pub mod pipeline;
 pub mod roi;
 pub mod segment_input;
 pub mod stats;
 pub mod subjects;
+mod surface;
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};

@@ -16,6 +16,9 @@
 use ndarray::Array2;
 use rayon::prelude::*;
 
+use super::stats::median_in_place;
+use super::surface::{evaluate, least_squares, quadratic_terms};
+
 mod scene;
 
 pub use scene::SceneBackground;
@@ -271,10 +274,9 @@ fn clipped_plane(sample: &mut Vec<(f32, f32, f32)>, clip_sigma: f64) -> Option<(
     // gradient across the cell spreads the values evenly and loses nothing to this).
     if sample.len() >= 6 {
         let mut v: Vec<f32> = sample.iter().map(|p| p.2).collect();
-        let mid = v.len() / 2;
-        let median = *v.select_nth_unstable_by(mid, f32::total_cmp).1;
+        let median = median_in_place(&mut v).unwrap_or(0.0);
         let mut dev: Vec<f32> = v.iter().map(|&x| (x - median).abs()).collect();
-        let mad = *dev.select_nth_unstable_by(mid, f32::total_cmp).1;
+        let mad = median_in_place(&mut dev).unwrap_or(0.0);
         let limit = clip_sigma as f32 * 1.4826 * mad;
         if limit > 0.0 {
             sample.retain(|p| (p.2 - median).abs() <= limit);
@@ -335,52 +337,21 @@ fn clipped_plane(sample: &mut Vec<(f32, f32, f32)>, clip_sigma: f64) -> Option<(
     fit
 }
 
-/// Least-squares quadratic surface `a + b·x + c·y + d·x² + e·xy + f·y²` through the points;
-/// returns its value at the origin and the points' rms scatter about it. A filled cell under
-/// a large masked source sits where the background may curve (the middle of a mouse's
-/// glow): a plane would cut under the peak.
+/// Least-squares quadratic surface through the points (x, y, value); returns its value at
+/// the origin and the points' rms scatter about it. A filled cell under a large masked
+/// source sits where the background may curve (the middle of a mouse's glow): a plane would
+/// cut under the peak.
 fn quadratic_at_origin(pts: &[(f32, f32, f32)]) -> Option<(f64, f64)> {
-    const K: usize = 6;
-    let basis = |x: f64, y: f64| [1.0, x, y, x * x, x * y, y * y];
-    let mut a = [[0.0f64; K + 1]; K];
-    for &(x, y, v) in pts {
-        let b = basis(x as f64, y as f64);
-        for i in 0..K {
-            for j in 0..K {
-                a[i][j] += b[i] * b[j];
-            }
-            a[i][K] += b[i] * v as f64;
-        }
-    }
-    // Gaussian elimination with partial pivoting.
-    for col in 0..K {
-        let pivot = (col..K).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[pivot][col].abs() < 1e-9 {
-            return None;
-        }
-        a.swap(col, pivot);
-        let pivot_row = a[col];
-        for (row, r) in a.iter_mut().enumerate() {
-            if row != col {
-                let f = r[col] / pivot_row[col];
-                for (x, p) in r.iter_mut().zip(pivot_row.iter()).skip(col) {
-                    *x -= f * p;
-                }
-            }
-        }
-    }
-    let coef: Vec<f64> = (0..K).map(|i| a[i][K] / a[i][i]).collect();
-    let eval = |x: f64, y: f64| {
-        basis(x, y)
-            .iter()
-            .zip(&coef)
-            .map(|(b, c)| b * c)
-            .sum::<f64>()
-    };
-    let dof = (pts.len() as f64 - K as f64).max(1.0);
-    let misfit = (pts
+    let samples: Vec<([f64; 6], f64)> = pts
         .iter()
-        .map(|&(x, y, v)| (v as f64 - eval(x as f64, y as f64)).powi(2))
+        .map(|&(x, y, v)| (quadratic_terms(x as f64, y as f64), v as f64))
+        .collect();
+    let coef = least_squares(&samples)?;
+    let dof = (pts.len() as f64 - 6.0).max(1.0);
+    let misfit = (samples
+        .iter()
+        .zip(pts)
+        .map(|((_, v), &(x, y, _))| (v - evaluate(&coef, x as f64, y as f64)).powi(2))
         .sum::<f64>()
         / dof)
         .sqrt();
@@ -486,17 +457,8 @@ fn source_dominated(
             if values.len() < 2 {
                 continue;
             }
-            let median = |v: &mut Vec<f32>| {
-                v.sort_by(f32::total_cmp);
-                let n = v.len();
-                if n % 2 == 1 {
-                    v[n / 2]
-                } else {
-                    0.5 * (v[n / 2 - 1] + v[n / 2])
-                }
-            };
-            let level = median(&mut values);
-            let spread = median(&mut scatter);
+            let level = median_in_place(&mut values).unwrap_or(0.0);
+            let spread = median_in_place(&mut scatter).unwrap_or(0.0);
             if mesh[[y, x]] - level > SOURCE_CELL_RMS * spread {
                 out.push((y, x));
             }
