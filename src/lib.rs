@@ -28,6 +28,7 @@
 //! - [`config`]: the daemon's settings (TOML file plus `LUMIQ_<SECTION>__<KEY>` overrides)
 //!   and their checks at start.
 //! - [`logging`]: the daemon's log output (terminal text, JSON lines, journald).
+//! - [`stats`]: percentiles of sorted samples, shared by the overlay and delivery status.
 #![forbid(unsafe_code)]
 
 pub mod acquire;
@@ -49,3 +50,4 @@ pub mod process;
 pub mod record;
 pub mod segment;
 pub mod simulate;
+pub mod stats;

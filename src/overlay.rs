@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use image::{Rgb, RgbImage};
 use ndarray::Array2;
 
+use crate::stats::percentile_sorted;
+
 /// What to draw.
 #[derive(Debug, Clone)]
 pub struct OverlayInput<'a> {
@@ -375,7 +377,7 @@ fn auto_range(radiance: &Array2<f32>) -> DisplayRange {
     let median = percentile_sorted(&values, 50.0);
     let mut deviations: Vec<f64> = values.iter().map(|&v| (v as f64 - median).abs()).collect();
     deviations.sort_unstable_by(f64::total_cmp);
-    let noise_sigma = MAD_TO_SIGMA * percentile_sorted_f64(&deviations, 50.0);
+    let noise_sigma = MAD_TO_SIGMA * percentile_sorted(&deviations, 50.0);
     let threshold = median + AUTO_MIN_NOISE_SIGMAS * noise_sigma;
 
     let first_above = values.partition_point(|&v| (v as f64) <= threshold);
@@ -398,21 +400,6 @@ fn auto_range(radiance: &Array2<f32>) -> DisplayRange {
             max: min * 10.0,
         }
     }
-}
-
-/// Percentile (0–100) of sorted values, interpolated linearly between ranks.
-fn percentile_sorted(sorted: &[f32], percentile: f64) -> f64 {
-    let as_f64: Vec<f64> = sorted.iter().map(|&v| v as f64).collect();
-    percentile_sorted_f64(&as_f64, percentile)
-}
-
-fn percentile_sorted_f64(sorted: &[f64], percentile: f64) -> f64 {
-    let last = sorted.len() - 1;
-    let position = percentile / 100.0 * last as f64;
-    let below = position.floor() as usize;
-    let above = (below + 1).min(last);
-    let fraction = position - below as f64;
-    sorted[below] * (1.0 - fraction) + sorted[above] * fraction
 }
 
 /// The colour at position `t` (0 = bottom, 1 = top) of the colour map: the middle of Google's

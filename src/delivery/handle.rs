@@ -16,6 +16,7 @@ use super::broker::PublisherConfig;
 use super::outbox::Outbox;
 use super::status::{DeliveryStatus, LatencySummary, LinkState};
 use super::wire::{rfc3339, NewEvent};
+use crate::stats::percentile_sorted;
 
 /// What a clean stop achieved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,11 +84,6 @@ pub struct PublisherHandle {
     pub(super) cfg: PublisherConfig,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 impl PublisherHandle {
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
@@ -111,8 +107,8 @@ impl PublisherHandle {
             v.sort_by(|a, b| a.total_cmp(b));
             LatencySummary {
                 samples: v.len(),
-                p50_ms: percentile(&v, 0.50),
-                p99_ms: percentile(&v, 0.99),
+                p50_ms: percentile_sorted(&v, 50.0),
+                p99_ms: percentile_sorted(&v, 99.0),
                 max_ms: *v.last().unwrap(),
             }
         });

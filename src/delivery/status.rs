@@ -21,7 +21,8 @@ pub enum LinkState {
 
 /// PUBACK latency over the last 2,048 measurements acknowledged, milliseconds: from the
 /// publisher queueing the publish to rumqttc (so it includes waiting for the window and the
-/// broker's receive maximum) to its PUBACK.
+/// broker's receive maximum) to its PUBACK. The percentiles interpolate linearly between
+/// ranks ([`crate::stats::percentile_sorted`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatencySummary {
     pub samples: usize,

@@ -144,6 +144,19 @@ pub fn manifest_entry(model_path: &Path) -> Result<(PathBuf, ManifestEntry), Seg
     Ok((manifest, entry))
 }
 
+/// Read the model file and prove it is the one its manifest describes, without parsing it
+/// (the cheap check `lumiq config check` makes): its manifest entry, its sha256 and its
+/// bytes.
+pub fn read_verified(model_path: &Path) -> Result<(ManifestEntry, String, Vec<u8>), SegmentError> {
+    let (manifest_path, entry) = manifest_entry(model_path)?;
+    let bytes = std::fs::read(model_path).map_err(|source| SegmentError::Read {
+        path: model_path.to_path_buf(),
+        source,
+    })?;
+    let sha256 = verify(model_path, &manifest_path, &entry, &bytes)?;
+    Ok((entry, sha256, bytes))
+}
+
 /// Lowercase hex sha256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)

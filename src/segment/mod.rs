@@ -101,12 +101,7 @@ impl TractSegmenter {
     /// against the `manifest.toml` beside it, parse it. Inference uses as many threads as
     /// the machine has cores.
     pub fn load(path: &Path) -> Result<TractSegmenter, SegmentError> {
-        let (manifest_path, entry) = manifest::manifest_entry(path)?;
-        let bytes = std::fs::read(path).map_err(|source| SegmentError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let sha256 = manifest::verify(path, &manifest_path, &entry, &bytes)?;
+        let (entry, sha256, bytes) = manifest::read_verified(path)?;
         let model_err = |reason: String| SegmentError::Model {
             file: path.to_path_buf(),
             reason,
