@@ -20,7 +20,7 @@ use crate::formats::acquisition_folder::FrameKind;
 use crate::process::combine::{
     combine_sigma_clipped_median, frame_noise_adu, master_noise_adu, normalise_flat,
 };
-use crate::process::stats::median_in_place;
+use crate::stats::median_in_place;
 
 /// What is taken off every raw frame of a group before the frames are combined.
 #[derive(Debug, Clone, Copy, Default)]

@@ -14,7 +14,7 @@
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis, Slice, Zip};
 use rayon::prelude::*;
 
-use super::stats::{mad_std, median_in_place, sigma_clipped_stats};
+use crate::stats::{mad_std, median_in_place, sigma_clipped_stats};
 
 /// Converts a median absolute deviation to a normal distribution's sigma.
 const MAD_TO_SIGMA: f32 = 1.4826;

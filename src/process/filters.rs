@@ -7,7 +7,7 @@
 use ndarray::{Array2, Axis};
 use rayon::prelude::*;
 
-use super::stats::median_in_place;
+use crate::stats::median_in_place;
 
 /// A normalised Gaussian kernel of standard deviation `sigma_px`, truncated at 4σ.
 pub fn gaussian_kernel(sigma_px: f64) -> Vec<f32> {

@@ -23,7 +23,6 @@ pub mod photometry;
 pub mod pipeline;
 pub mod roi;
 pub mod segment_input;
-pub mod stats;
 pub mod subjects;
 mod surface;
 

@@ -16,8 +16,8 @@
 use ndarray::Array2;
 use rayon::prelude::*;
 
-use super::stats::median_in_place;
 use super::surface::{evaluate, least_squares, quadratic_terms};
+use crate::stats::median_in_place;
 
 mod scene;
 
