@@ -450,7 +450,12 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         ..Instrument::default()
     };
     if a.calibration_frames {
-        let folders = calib::simulate_raw_calibration_frames(&inst, &a.out, &a.binnings, a.frames)?;
+        let folders = crate::simulate::calibration_frames::simulate_raw_calibration_frames(
+            &inst,
+            &a.out,
+            &a.binnings,
+            a.frames,
+        )?;
         eprintln!(
             "wrote {} raw calibration frames under {}",
             folders.len(),
@@ -544,7 +549,8 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     let mut opts = if a.simulated_instrument {
         // The simulated instrument's options, fixed creation time included: the same
         // frames always give the same set, byte for byte.
-        let mut o = calib::sim_instrument_options(&Instrument::default());
+        let mut o =
+            crate::simulate::calibration_frames::sim_instrument_options(&Instrument::default());
         o.id = id;
         o
     } else {

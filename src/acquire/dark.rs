@@ -178,11 +178,11 @@ pub fn add_darks_to_library(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     fn index() -> CalibrationIndex {
-        let p =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/sim-ivis-01/calibration.toml");
+        let p = crate::simulate::calibration_frames::shipped_set_dir()
+            .expect("the shipped calibration set")
+            .join("calibration.toml");
         CalibrationIndex::parse(&std::fs::read_to_string(&p).unwrap(), &p).unwrap()
     }
 

@@ -64,11 +64,6 @@ pub use grouping::DARK_GROUP_TEMPERATURE_SPAN_C;
 use master::{build_master, finish_flat, nearest_dark, DarkMaster, Remove};
 use writer::NewEntries;
 
-pub use crate::simulate::calibration_frames::{
-    sim_instrument_options, simulate_raw_calibration_frames, SIM_DARK_EXPOSURE_S,
-    SIM_FLAT_EXPOSURE_S, SIM_FLAT_FILTER, SIM_FLAT_FOV_CM, SIM_FLAT_F_NUMBER, SIM_FLAT_LEVEL_E,
-};
-
 /// Settings of [`build_set`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct CalibrateOptions {

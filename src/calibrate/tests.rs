@@ -2,13 +2,16 @@
 //! close to the simulated instrument's truth, merges keep what they should, wrong inputs
 //! are refused; and the committed simulated set still loads and calibrates.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{TimeZone, Utc};
 
 use super::*;
 use crate::acquisition::{AcquisitionMeta, RawAcquisition, SourceFormat};
 use crate::formats::calibration_set::CalibrationSet;
+use crate::simulate::calibration_frames::{
+    shipped_set_dir, sim_instrument_options, simulate_raw_calibration_frames,
+};
 use crate::simulate::Instrument;
 
 fn meta(inst: &Instrument, binning: u32, exposure_s: f64) -> AcquisitionMeta {
@@ -177,7 +180,7 @@ fn wrong_inputs_are_refused_with_the_folder_named() {
 }
 
 fn committed_set_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("calibration/sim-ivis-01")
+    shipped_set_dir().expect("the shipped calibration set")
 }
 
 #[test]

@@ -22,7 +22,7 @@
 //! (A syntax error never reaches the crate: `load.rs` parses the text with `toml` first so
 //! the message keeps its line and column.)
 
-use super::load::env_var;
+use super::env_var;
 use super::{ConfigError, Settings};
 
 /// The TOML type of a value, as a message says it.

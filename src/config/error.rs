@@ -6,7 +6,7 @@
 use std::fmt;
 
 use super::convert::valid_keys_hint;
-use super::load::env_var;
+use super::env_var;
 
 /// One problem with one setting, found by [`Settings::validate`](super::Settings::validate).
 #[derive(Debug, Clone, PartialEq, Eq)]

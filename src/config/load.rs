@@ -1,7 +1,7 @@
 //! Loading: [`Settings::load`] (the file plus the process environment),
 //! [`Settings::from_toml_str`] and [`Settings::from_toml_str_with_env`], and the
-//! environment overrides: which variables are settings (`LUMIQ_<SECTION>__<KEY>`), which
-//! are mistyped ones, and [`env_var`], a key's variable name.
+//! environment overrides: which variables are settings (`LUMIQ_<SECTION>__<KEY>`, named by
+//! [`super::env_var`]) and which are mistyped ones.
 //!
 //! The `config` crate merges the file and the environment; what it converts silently and
 //! how its errors are reworded is `convert.rs`.
@@ -10,15 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::convert::{exactly_as_written, translate};
-use super::{ConfigError, Settings, SettingsSource, ENV_PREFIX, ENV_SEPARATOR, SECTIONS};
-
-/// The environment variable that overrides `key` (`broker.ca_file` → `LUMIQ_BROKER__CA_FILE`).
-pub fn env_var(key: &str) -> String {
-    format!(
-        "{ENV_PREFIX}_{}",
-        key.to_ascii_uppercase().replace('.', ENV_SEPARATOR)
-    )
-}
+use super::{env_var, ConfigError, Settings, SettingsSource, ENV_PREFIX, ENV_SEPARATOR, SECTIONS};
 
 /// The `LUMIQ_<SECTION>__<KEY>` variables among `vars`, or the error of a mistyped one.
 fn setting_vars(

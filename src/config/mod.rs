@@ -31,7 +31,7 @@
 //!
 //! Files:
 //! - `schema.rs`: the file's shape, its defaults and serde attributes;
-//! - `load.rs`: reading the file, the environment overrides ([`env_var`]);
+//! - `load.rs`: reading the file and the environment overrides (named by [`env_var`]);
 //! - `convert.rs`: undoing the `config` crate's silent conversions and rewording its errors;
 //! - `error.rs`: [`ConfigError`] and [`Problem`];
 //! - `validate.rs`: [`Settings::validate`], the checks that need the machine;
@@ -49,7 +49,6 @@ mod validate;
 pub mod cli;
 
 pub use error::{ConfigError, Problem};
-pub use load::env_var;
 pub use schema::{
     AcquisitionSettings, BrokerSettings, CalibrationSettings, CameraKind, CameraSettings,
     ChannelSettings, ControllerKind, ControllerSettings, InstrumentSettings, LogFormat,
@@ -60,6 +59,14 @@ pub use schema::{
 pub const ENV_PREFIX: &str = "LUMIQ";
 /// Separator between section and key in an environment override.
 pub const ENV_SEPARATOR: &str = "__";
+
+/// The environment variable that overrides `key` (`broker.ca_file` → `LUMIQ_BROKER__CA_FILE`).
+pub fn env_var(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}_{}",
+        key.to_ascii_uppercase().replace('.', ENV_SEPARATOR)
+    )
+}
 /// The outbox database's file name inside the state directory.
 pub const OUTBOX_FILE: &str = "outbox.sqlite";
 /// The archive's folder name inside the state directory.

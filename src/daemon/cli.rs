@@ -1,10 +1,9 @@
 //! `lumiq run`, `lumiq acquire`, `lumiq status` and `lumiq demo`: flags, output and exit
 //! codes. The work is in the daemon.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Args;
 
@@ -149,23 +148,4 @@ pub fn status(a: StatusArgs) -> anyhow::Result<i32> {
 /// `lumiq demo`.
 pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
     super::demo::run(a.acquisitions, a.config.as_deref())
-}
-
-/// The calibration set shipped for the simulated instrument: `calibration/sim-ivis-01`
-/// under the working directory, else in the source tree this binary was built from.
-pub fn shipped_simulated_calibration() -> anyhow::Result<PathBuf> {
-    let rel = Path::new("calibration").join("sim-ivis-01");
-    for base in [
-        PathBuf::from("."),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-    ] {
-        let p = base.join(&rel);
-        if p.join("calibration.toml").is_file() {
-            return Ok(p);
-        }
-    }
-    Err(anyhow::anyhow!(
-        "the simulated instrument's calibration set ({}) is not here; run the demo from the repository's root"
-    , rel.display()))
-    .context("lumiq demo")
 }

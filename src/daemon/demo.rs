@@ -159,7 +159,7 @@ pub fn run(acquisitions: Option<usize>, config: Option<&Path>) -> anyhow::Result
     settings.state.dir = state.path().join("state");
     settings.status.socket = state.path().join("lumiq.sock");
     let calibration = settings.state.dir.join("calibration");
-    copy_dir(&super::cli::shipped_simulated_calibration()?, &calibration)?;
+    copy_dir(&shipped_simulated_calibration()?, &calibration)?;
     settings.calibration.dir = Some(calibration);
     if settings.acquisition.auto_interval_s == 0 {
         settings.acquisition.auto_interval_s = 3;
@@ -281,4 +281,17 @@ pub fn run(acquisitions: Option<usize>, config: Option<&Path>) -> anyhow::Result
     drop(_broker);
     drop(state);
     result
+}
+
+/// The calibration set shipped for the simulated instrument
+/// ([`crate::simulate::calibration_frames::shipped_set_dir`]), or why it is not here.
+fn shipped_simulated_calibration() -> anyhow::Result<PathBuf> {
+    use crate::simulate::calibration_frames::{shipped_set_dir, SHIPPED_SET_DIR};
+    shipped_set_dir()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "the simulated instrument's calibration set ({SHIPPED_SET_DIR}) is not here; run the demo from the repository's root"
+            )
+        })
+        .context("lumiq demo")
 }

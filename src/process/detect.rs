@@ -33,6 +33,18 @@ impl DetectionSettings {
     }
 }
 
+/// Detection works on a grid where the matched filter's sigma is about this many pixels:
+/// finer grids (low binning) are averaged in blocks first. The filter spans the same
+/// physical size either way, so nothing is lost but time.
+const WORK_SMOOTHING_PX: f64 = 1.4;
+
+/// The block size (a power of two) that brings the matched filter near
+/// `WORK_SMOOTHING_PX`.
+pub fn working_block(smoothing_sigma_px: f64) -> usize {
+    let ratio = (smoothing_sigma_px / WORK_SMOOTHING_PX).max(1.0);
+    1usize << (ratio.log2().round() as u32).min(6)
+}
+
 /// Detected regions: `labels[r, c]` is 0 or the 1-based index of the region; `footprints`
 /// holds the pixels above threshold only (before wing growth), the same indexing.
 #[derive(Debug, Clone)]

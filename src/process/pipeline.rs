@@ -15,7 +15,8 @@ use super::correct::{correct, repair_list, repair_pixels, validate, CorrectionEr
 use super::cosmic::{find_hits, CosmicSettings};
 use super::dark_bound::unsubtracted_dark_bound_adu;
 use super::detect::{
-    detect, regions_from_mask, smoothed_snr, source_mask as source_mask_of, DetectionSettings,
+    detect, regions_from_mask, smoothed_snr, source_mask as source_mask_of, working_block,
+    DetectionSettings,
 };
 use super::filters::{block_mean, dilate, expand_blocks};
 use super::photometry::{measure, PhotometryInputs};
@@ -30,18 +31,6 @@ use super::{
 /// Rounds of cosmic-ray search and repair (after the first, only around earlier hits: a
 /// long track at low binning is taken from its ends inward).
 const COSMIC_ROUNDS: usize = 4;
-
-/// Detection works on a grid where the matched filter's sigma is about this many pixels:
-/// finer grids (low binning) are averaged in blocks first. The filter spans the same
-/// physical size either way, so nothing is lost but time.
-const WORK_SMOOTHING_PX: f64 = 1.4;
-
-/// The block size (a power of two) that brings the matched filter near
-/// `WORK_SMOOTHING_PX`.
-pub fn working_block(smoothing_sigma_px: f64) -> usize {
-    let ratio = (smoothing_sigma_px / WORK_SMOOTHING_PX).max(1.0);
-    1usize << (ratio.log2().round() as u32).min(6)
-}
 
 /// The working grid of a frame: `net` and `variance` averaged in blocks of `block`, and the
 /// detection settings in its pixels.

@@ -35,9 +35,9 @@
 
 use ndarray::Array2;
 
+use super::detect::working_block;
 use super::detect::DetectionSettings;
 use super::filters::block_mean;
-use super::pipeline::working_block;
 use super::ProcessingParams;
 
 /// Height and width of the network's input must be multiples of this (the network halves
@@ -60,7 +60,7 @@ pub const OUTPUT_NAME: &str = "output";
 pub const TRUTH_PEAK_FRACTION: f32 = 0.5;
 
 /// The working-grid block for a frame whose pixels are `pixel_cm` at the object: the block
-/// the classical detector averages in (`pipeline::working_block`).
+/// the classical detector averages in (`detect::working_block`).
 pub fn working_block_for(params: &ProcessingParams, pixel_cm: f64) -> usize {
     working_block(DetectionSettings::for_grid(params, pixel_cm).smoothing_sigma_px)
 }

@@ -19,6 +19,23 @@ use crate::calibrate::CalibrateOptions;
 use crate::formats::acquisition_folder::{self, FrameKind};
 use crate::formats::calibration_set::CoefficientEntry;
 
+/// Where the simulated instrument's calibration set is shipped, relative to the
+/// repository's root (or an installed working directory).
+pub const SHIPPED_SET_DIR: &str = "calibration/sim-ivis-01";
+
+/// The shipped calibration set of the simulated instrument: [`SHIPPED_SET_DIR`] under the
+/// working directory, else in the source tree this binary was built from; `None` when
+/// neither holds its `calibration.toml`.
+pub fn shipped_set_dir() -> Option<PathBuf> {
+    [
+        PathBuf::from("."),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    ]
+    .into_iter()
+    .map(|base| base.join(SHIPPED_SET_DIR))
+    .find(|dir| dir.join("calibration.toml").is_file())
+}
+
 /// Exposure of the simulated darks, s.
 pub const SIM_DARK_EXPOSURE_S: f64 = 60.0;
 /// Field of view, f-number and filter of the simulated flats.

@@ -13,6 +13,7 @@
 //! `S = B + D + L̄ · t · b² · FF / C` ADU, with `L̄` the mean radiance over the pixel,
 //! converted to electrons with the gain for Poisson noise.
 
+pub mod acquisition;
 pub mod calibration_frames;
 pub mod instrument;
 pub mod photo;
@@ -20,5 +21,6 @@ pub mod scene;
 pub mod training;
 pub mod write;
 
+pub use acquisition::simulate_acquisition;
 pub use instrument::Instrument;
-pub use scene::{simulate_acquisition, SceneSpec, SimulatedAcquisition, TrueTumour, Truth};
+pub use scene::{SceneSpec, SimulatedAcquisition, TrueTumour, Truth};

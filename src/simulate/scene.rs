@@ -1,14 +1,12 @@
 //! The scene in front of the simulated camera: mice on the stage, luminescent tumours of
 //! known total flux and varied shapes, a smooth background, and the acquisition itself.
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::instrument::{Instrument, ReadoutSpec};
-use crate::acquisition::{AcquisitionMeta, PhotographMeta};
+use crate::acquisition::AcquisitionMeta;
 
 /// What to simulate. Fluxes in photons/s, radiances in photons/s/cm²/sr, lengths in cm.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,8 +93,8 @@ impl Default for SceneSpec {
 }
 
 /// Extent (Gaussian sigma) of a mouse's autoluminescence across and along the body, cm.
-const AUTOLUMINESCENCE_SIGMA_X_CM: f64 = 2.5;
-const AUTOLUMINESCENCE_SIGMA_Y_CM: f64 = 4.0;
+pub(super) const AUTOLUMINESCENCE_SIGMA_X_CM: f64 = 2.5;
+pub(super) const AUTOLUMINESCENCE_SIGMA_Y_CM: f64 = 4.0;
 
 /// The known answer for one tumour.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,252 +213,6 @@ pub fn render_tumour(t: &TrueTumour, flux: f64, pixel_cm: f64, out: &mut Array2<
     peak
 }
 
-fn base_time(seed: u64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0)
-        .single()
-        .expect("valid date")
-        + Duration::minutes((seed % 10_000) as i64 * 7)
-}
-
-/// Simulate one acquisition: photograph (if asked) and luminescent frame, with truth.
-pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcquisition {
-    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-    let n = inst.frame_px(spec.binning);
-    let pixel_cm = spec.fov_cm / n as f64;
-    let area = pixel_cm * pixel_cm;
-
-    // Mice side by side, heads up, evenly spaced across the field.
-    let spacing = spec.fov_cm / spec.mice.max(1) as f64;
-    let mut mice: Vec<TrueMouse> = (0..spec.mice)
-        .map(|m| TrueMouse {
-            subject_id: format!("M{:03}", 101 + m),
-            centre_cm: [
-                spacing * (m as f64 + 0.5) + rng.random_range(-0.15..0.15) * spacing,
-                spec.fov_cm * 0.5 + rng.random_range(-0.5..0.5),
-            ],
-            half_width_cm: (0.42 * spacing).min(1.5),
-            half_length_cm: (0.3 * spec.fov_cm).min(4.5),
-        })
-        .collect();
-    if spec.touching_mice {
-        lay_in_touching_pairs(&mut mice, spec.seed);
-    }
-
-    // Tumours on the mice, kept apart unless a touching pair is wanted.
-    let mut tumours: Vec<TrueTumour> = Vec::new();
-    let shapes = ["gaussian", "gaussian", "flat_top", "two_lobed"];
-    for (mi, mouse) in mice.iter().enumerate() {
-        let count = rng.random_range(spec.tumours_per_mouse.0..=spec.tumours_per_mouse.1);
-        let mut placed = 0;
-        let mut attempts = 0;
-        while placed < count && attempts < 200 {
-            attempts += 1;
-            let sa = rng.random_range(spec.sigma_range_cm.0..=spec.sigma_range_cm.1);
-            let sb = sa * rng.random_range(0.6..=1.0);
-            let x = mouse.centre_cm[0] + rng.random_range(-0.6..0.6) * mouse.half_width_cm;
-            let y = mouse.centre_cm[1] + rng.random_range(-0.7..0.7) * mouse.half_length_cm;
-            let clear = tumours.iter().all(|o| {
-                let d = ((o.centre_px[0] * pixel_cm - x).powi(2)
-                    + (o.centre_px[1] * pixel_cm - y).powi(2))
-                .sqrt();
-                d > 5.0 * (o.sigma_major_cm + sa) + 0.3
-            });
-            if !clear {
-                continue;
-            }
-            let flux = (rng.random_range(spec.flux_range.0.ln()..=spec.flux_range.1.ln())).exp();
-            tumours.push(TrueTumour {
-                id: tumours.len() + 1,
-                mouse: mi,
-                centre_px: [x / pixel_cm, y / pixel_cm],
-                total_flux: flux,
-                peak_radiance: 0.0,
-                sigma_major_cm: sa,
-                sigma_minor_cm: sb,
-                angle_deg: rng.random_range(0.0..180.0),
-                shape: shapes[rng.random_range(0..shapes.len())].to_string(),
-            });
-            placed += 1;
-        }
-    }
-    if spec.touching_pair {
-        if let Some(first) = tumours.iter().position(|t| t.mouse == 0) {
-            let t = tumours[first].clone();
-            let sep_cm = 2.6 * t.sigma_major_cm.max(0.15);
-            let flux = t.total_flux * rng.random_range(0.5..1.0);
-            tumours.push(TrueTumour {
-                id: tumours.len() + 1,
-                centre_px: [
-                    t.centre_px[0] + sep_cm / pixel_cm,
-                    t.centre_px[1] + 0.3 * sep_cm / pixel_cm,
-                ],
-                total_flux: flux,
-                shape: "gaussian".into(),
-                angle_deg: 0.0,
-                sigma_minor_cm: t.sigma_major_cm,
-                ..t
-            });
-        }
-    }
-
-    // Render tumour light and background.
-    let mut tumour_radiance = Array2::<f32>::zeros((n, n));
-    for t in tumours.iter_mut() {
-        let mut own = Array2::<f32>::zeros((n, n));
-        let peak = render_tumour(t, t.total_flux, pixel_cm, &mut own);
-        t.peak_radiance = peak;
-        // The imaged flux is what lands on the frame (a tumour cut by the edge loses light).
-        t.total_flux =
-            4.0 * std::f64::consts::PI * own.iter().map(|&v| v as f64).sum::<f64>() * area;
-        tumour_radiance += &own;
-    }
-    for stray in stray_sources(spec, &mice, n) {
-        render_tumour(
-            &stray.as_tumour(),
-            stray.total_flux,
-            pixel_cm,
-            &mut tumour_radiance,
-        );
-    }
-    let background_radiance = Array2::from_shape_fn((n, n), |(r, c)| {
-        let x = (c as f64 + 0.5) * pixel_cm;
-        let y = (r as f64 + 0.5) * pixel_cm;
-        let leak = spec.light_leak_radiance * x / spec.fov_cm;
-        let auto: f64 = mice
-            .iter()
-            .map(|m| {
-                // Diffuse glow of the body, broader than the mouse (light scatters in tissue).
-                let u = (x - m.centre_cm[0]) / AUTOLUMINESCENCE_SIGMA_X_CM;
-                let v = (y - m.centre_cm[1]) / AUTOLUMINESCENCE_SIGMA_Y_CM;
-                spec.autoluminescence_radiance * (-(u * u + v * v) / 2.0).exp()
-            })
-            .sum();
-        (leak + auto) as f32
-    });
-    let mut background_radiance = background_radiance;
-    if spec.body_glow_radiance > 0.0 {
-        background_radiance += &body_glow(spec, &mice, n);
-    }
-
-    // Forward model: radiance → expected photo-electrons per binned pixel.
-    let coefficient = inst.coefficient(spec.fov_cm, spec.f_number);
-    let vig = inst.vignetting_frame(spec.binning, spec.fov_cm);
-    let b2 = (spec.binning as f64).powi(2);
-    let gain = inst.sensor.gain_e_per_adu;
-    let mut signal_e = Array2::<f32>::zeros((n, n));
-    ndarray::Zip::from(&mut signal_e)
-        .and(&tumour_radiance)
-        .and(&background_radiance)
-        .and(&vig)
-        .for_each(|s, &lt, &lb, &ff| {
-            let adu = (lt as f64 + lb as f64) * spec.exposure_s * b2 * ff as f64 / coefficient;
-            *s = (adu * gain) as f32;
-        });
-    let readout = ReadoutSpec {
-        binning: spec.binning,
-        exposure_s: spec.exposure_s,
-        sensor_temp_c: spec.sensor_temp_c,
-        cosmic_rays: spec.cosmic_rays,
-    };
-    let luminescent_adu = inst.read_out(&readout, Some(&signal_e), &mut rng);
-
-    let photo_binning = (spec.binning / 2).max(1);
-    let photograph_adu = spec
-        .photograph
-        .then(|| super::photo::photograph(inst, spec, &mice, photo_binning, &mut rng));
-
-    let acquired_at = base_time(spec.seed);
-    let meta = AcquisitionMeta {
-        instrument_id: inst.instrument_id.clone(),
-        acquired_at,
-        exposure_s: spec.exposure_s,
-        binning: spec.binning,
-        f_number: spec.f_number,
-        fov_cm: spec.fov_cm,
-        sensor_temp_c: spec.sensor_temp_c,
-        emission_filter: "open".into(),
-        shelf: Some("D".into()),
-        study_id: Some("SIM-STUDY-1".into()),
-        subject_ids: mice.iter().map(|m| m.subject_id.clone()).collect(),
-        injection_time: Some(acquired_at - Duration::minutes(12)),
-        view: Some("dorsal".into()),
-        photograph: spec.photograph.then_some(PhotographMeta {
-            exposure_s: 0.2,
-            binning: photo_binning,
-        }),
-    };
-    SimulatedAcquisition {
-        meta,
-        luminescent_adu,
-        photograph_adu,
-        truth: Truth {
-            spec: spec.clone(),
-            coefficient,
-            pixel_area_cm2: area,
-            mice,
-            tumours,
-        },
-        tumour_radiance,
-        background_radiance,
-    }
-}
-
-const GLOW_STREAM: u64 = 0x474C_4F57;
-
-/// Supersampling of a pixel that the body outline crosses, per axis.
-const GLOW_SUPERSAMPLE: usize = 4;
-
-/// The skin's glow, mean radiance over each pixel of an `n`-pixel frame: on each mouse's
-/// outline (the photograph's, neck included; tails excluded, their glow being far below the
-/// body's) and nothing outside it, so the edge is as sharp as the pixel grid allows. Each
-/// mouse's level is drawn within ±40 % of `spec.body_glow_radiance`; inside, it rises by
-/// half toward the belly (a broad bump behind the body's centre), as the gut's glow does.
-pub fn body_glow(spec: &SceneSpec, mice: &[TrueMouse], n: usize) -> Array2<f32> {
-    let pixel_cm = spec.fov_cm / n as f64;
-    let levels: Vec<f64> = (0..mice.len())
-        .map(|i| {
-            spec.body_glow_radiance
-                * feature_rng(spec.seed, GLOW_STREAM + 16 * i as u64).random_range(0.6..=1.4)
-        })
-        .collect();
-    let pinches: Vec<f64> = (0..mice.len())
-        .map(|i| super::photo::neck_pinch(spec, i))
-        .collect();
-    let glow_at = |x: f64, y: f64| -> f64 {
-        mice.iter()
-            .zip(&levels)
-            .zip(&pinches)
-            .find(|((m, _), &pinch)| super::photo::body_radius(m, pinch, x, y) < 1.0)
-            .map(|((m, &level), _)| {
-                let belly_y = m.centre_cm[1] + 0.25 * m.half_length_cm;
-                let v = (y - belly_y) / (0.45 * m.half_length_cm);
-                level * (0.8 + 0.4 * (-0.5 * v * v).exp())
-            })
-            .unwrap_or(0.0)
-    };
-    let k = GLOW_SUPERSAMPLE;
-    Array2::from_shape_fn((n, n), |(r, c)| {
-        let corners = [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0)]
-            .map(|(dx, dy)| glow_at((c as f64 + dx) * pixel_cm, (r as f64 + dy) * pixel_cm));
-        if corners.iter().all(|&g| g == 0.0) {
-            return 0.0;
-        }
-        if corners.iter().all(|&g| g > 0.0) {
-            // Wholly inside: the glow is smooth there.
-            return glow_at((c as f64 + 0.5) * pixel_cm, (r as f64 + 0.5) * pixel_cm) as f32;
-        }
-        let mut sum = 0.0;
-        for i in 0..k {
-            for j in 0..k {
-                let x = (c as f64 + (j as f64 + 0.5) / k as f64) * pixel_cm;
-                let y = (r as f64 + (i as f64 + 0.5) / k as f64) * pixel_cm;
-                sum += glow_at(x, y);
-            }
-        }
-        (sum / (k * k) as f64) as f32
-    })
-}
-
 /// A separate random stream for the scene's optional features (touching mice, tails,
 /// strays), so turning them on leaves every other draw of a seed unchanged.
 pub(super) fn feature_rng(seed: u64, feature: u64) -> ChaCha8Rng {
@@ -469,7 +221,7 @@ pub(super) fn feature_rng(seed: u64, feature: u64) -> ChaCha8Rng {
 
 /// Move the mice of each pair (first and second, third and fourth) together about their
 /// midpoint until their flanks touch or overlap by up to 0.1 cm.
-fn lay_in_touching_pairs(mice: &mut [TrueMouse], seed: u64) {
+pub(super) fn lay_in_touching_pairs(mice: &mut [TrueMouse], seed: u64) {
     let mut rng = feature_rng(seed, 1);
     for pair in mice.chunks_exact_mut(2).take(2) {
         let overlap_cm = rng.random_range(0.0..=0.1);
@@ -612,48 +364,4 @@ pub fn stray_sources(spec: &SceneSpec, mice: &[TrueMouse], frame_px: usize) -> V
         });
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truth_flux_matches_the_rendered_radiance() {
-        let inst = Instrument {
-            sensor_px: 512,
-            ..Instrument::default()
-        };
-        let spec = SceneSpec {
-            binning: 4,
-            mice: 2,
-            photograph: false,
-            ..SceneSpec::default()
-        };
-        let sim = simulate_acquisition(&inst, &spec);
-        assert!(!sim.truth.tumours.is_empty());
-        let total: f64 = sim.truth.tumours.iter().map(|t| t.total_flux).sum();
-        let rendered = 4.0
-            * std::f64::consts::PI
-            * sim.tumour_radiance.iter().map(|&v| v as f64).sum::<f64>()
-            * sim.truth.pixel_area_cm2;
-        assert!((total - rendered).abs() / total < 1e-4);
-    }
-
-    #[test]
-    fn same_seed_same_frame() {
-        let inst = Instrument {
-            sensor_px: 256,
-            ..Instrument::default()
-        };
-        let spec = SceneSpec {
-            binning: 4,
-            mice: 1,
-            ..SceneSpec::default()
-        };
-        let a = simulate_acquisition(&inst, &spec);
-        let b = simulate_acquisition(&inst, &spec);
-        assert_eq!(a.luminescent_adu, b.luminescent_adu);
-        assert_eq!(a.truth, b.truth);
-    }
 }
