@@ -7,9 +7,8 @@
 //! thread (or `spawn_blocking`); every wait is short (`stream_poll`, `control_timeout`) so
 //! a [`CancelToken`] and the caller's interlock check are seen between transfers.
 //!
-//! Invariant: [`Camera::acquire`] returns only frames the
-//! [`StreamDecoder`](super::stream::StreamDecoder) verified whole and whose leader matches
-//! the request; everything else is discarded and counted.
+//! Invariant: [`Camera::acquire`] returns only frames the [`StreamDecoder`] verified whole
+//! and whose leader matches the request; everything else is discarded and counted.
 //!
 //! Files:
 //! - `mod.rs`: the driver's types (configuration, requests, frames, identity, errors), the
