@@ -1,200 +1,74 @@
-//! The simulated camera: a genuine implementation of the device side of the camera's USB
-//! interface, served through the same [`Transport`] seam the rusb transport implements.
-//! The host driver, the codecs and the sequences cannot tell it from hardware.
-//!
-//! Owns: the device's registers (served from the same register map file, with its ranges
-//! and access rules), GenCP acknowledges including PENDING_ACK for slow writes, the
-//! streaming of leader / payload / trailer blocks, the sensor's thermal behaviour (the
-//! temperature settles exponentially toward the setpoint; the lock holds within 0.5 °C),
-//! frames with the physics of `lumiq simulate` ([`super::sim_scene`]), the light of the
-//! box it sits in (a [`SimBox`] shared with the simulated controller: photograph LED, door,
-//! emission filter, shelf) and fault knobs ([`FaultKnob`]).
-//!
-//! Time is the [`Clock`]'s: a read that would wait advances a simulated clock instead, so a
-//! 240 s exposure or a ten-minute cool-down costs microseconds of a test.
+//! The simulated camera's device side: its state (registers, sessions on the bus, the
+//! exposure in progress, queued acknowledges and stream transfers), the thermal model,
+//! the execution of GenCP commands with their acknowledges (PENDING_ACK for slow writes),
+//! the read-out of a block with the frame's physics and the box's light, and the injection
+//! of the planned faults into that block.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::clock::Clock;
-use super::control::{
+use crate::camera::clock::Clock;
+use crate::camera::control::{
     AckBody, AckPacket, Command, CommandPacket, ControlError, Status, PENDING_ACK, READMEM_ACK,
     WRITEMEM_ACK,
 };
-use super::regmap::{RegType, RegisterMap};
-use super::sim_scene::{FramePhysics, Light, SimScene};
-use super::stream::{
+use crate::camera::regmap::{RegType, RegisterMap};
+use crate::camera::sim_scene::{Light, SimScene};
+use crate::camera::stream::{
     encode_block, Leader, Trailer, FLAG_SHUTTER_OPEN, FLAG_TEMPERATURE_LOCKED, PIXEL_FORMAT_MONO16,
     TRAILER_DATA_DISCARDED, TRAILER_SUCCESS,
 };
-use super::transport::{Connector, Transport, TransportError};
+use crate::camera::transport::TransportError;
 use crate::controller::sim::SimBox;
-use crate::simulate::{Instrument, SceneSpec, Truth};
 
-/// A fault the simulated camera can inject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FaultKnob {
-    /// The camera drops off the bus half-way through a payload and comes back a few
-    /// seconds later (recovers: reconnect, restore settings, re-lock, retake).
-    DisconnectMidPayload,
-    /// Half the payload arrives, then the trailer (recovers: frame discarded, retaken).
-    TruncatedPayload,
-    /// The trailer reports a discarded frame (recovers: frame discarded, retaken).
-    BadTrailer,
-    /// The streaming endpoint stalls (recovers: halt cleared, frame retaken).
-    Stall,
-    /// The trailer's block id differs from the leader's (recovers: frame discarded, retaken).
-    WrongBlockId,
-    /// The imager's door is opened during the luminescent exposure (fails cleanly: the
-    /// interlock aborts the capture and no folder is written).
-    DoorOpen,
-}
-
-impl FaultKnob {
-    pub const ALL: [FaultKnob; 6] = [
-        FaultKnob::DisconnectMidPayload,
-        FaultKnob::TruncatedPayload,
-        FaultKnob::BadTrailer,
-        FaultKnob::Stall,
-        FaultKnob::WrongBlockId,
-        FaultKnob::DoorOpen,
-    ];
-
-    /// The knob's name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            FaultKnob::DisconnectMidPayload => "disconnect-mid-payload",
-            FaultKnob::TruncatedPayload => "truncated-payload",
-            FaultKnob::BadTrailer => "bad-trailer",
-            FaultKnob::Stall => "stall",
-            FaultKnob::WrongBlockId => "wrong-block-id",
-            FaultKnob::DoorOpen => "door-open",
-        }
-    }
-
-    /// Whether a capture recovers from one occurrence (the others fail cleanly).
-    pub fn recoverable(self) -> bool {
-        self != FaultKnob::DoorOpen
-    }
-}
-
-/// When and how often a fault fires.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FaultPlan {
-    pub knob: FaultKnob,
-    /// Frames it hits (`u32::MAX`: every eligible frame).
-    pub times: u32,
-    /// Only frames exposed at least this long are hit (15 s, the shortest luminescent
-    /// exposure auto-exposure chooses: the luminescent frame, not the photograph or the
-    /// probes).
-    pub min_exposure_s: f64,
-}
-
-impl FaultPlan {
-    pub fn once(knob: FaultKnob) -> Self {
-        FaultPlan {
-            knob,
-            times: 1,
-            min_exposure_s: 15.0,
-        }
-    }
-    pub fn always(knob: FaultKnob) -> Self {
-        FaultPlan {
-            times: u32::MAX,
-            ..FaultPlan::once(knob)
-        }
-    }
-}
-
-/// The simulated camera's make-up.
-#[derive(Debug, Clone)]
-pub struct SimCameraConfig {
-    pub model: String,
-    pub serial: String,
-    pub firmware: String,
-    pub instrument: Instrument,
-    pub physics: FramePhysics,
-    /// Temperature of the box, °C: where the sensor starts and drifts to with the cooler off.
-    pub ambient_c: f64,
-    /// Time constant of the regulated temperature (cooler on), s.
-    pub cooling_tau_s: f64,
-    /// Time constant of warming with the cooler off, s.
-    pub warming_tau_s: f64,
-    /// The lock holds while |T − setpoint| ≤ this, °C.
-    pub lock_tolerance_c: f64,
-    /// How long the camera stays off the bus after a disconnect fault.
-    pub replug_after: Duration,
-    pub faults: Vec<FaultPlan>,
-    /// Seed of the frames' noise.
-    pub noise_seed: u64,
-}
-
-impl Default for SimCameraConfig {
-    fn default() -> Self {
-        SimCameraConfig {
-            model: "lumiq-sim-ccd-2048".into(),
-            serial: "SIM-0001".into(),
-            firmware: "1.4.2".into(),
-            instrument: Instrument::default(),
-            physics: FramePhysics::Scene(SceneSpec::default()),
-            ambient_c: 20.0,
-            cooling_tau_s: 90.0,
-            warming_tau_s: 600.0,
-            lock_tolerance_c: 0.5,
-            replug_after: Duration::from_secs(3),
-            faults: Vec::new(),
-            noise_seed: 7,
-        }
-    }
-}
+use super::{FaultKnob, SimCameraConfig};
 
 #[derive(Debug, Clone, Copy)]
-struct Exposure {
-    block_id: u64,
-    start: Duration,
-    ready_at: Duration,
-    exposure_us: u64,
-    binning: u32,
-    shutter_open: bool,
-    read_noise_factor: f64,
-    gain_factor: f64,
-    fault: Option<FaultKnob>,
-    door_opened: bool,
+pub(super) struct Exposure {
+    pub(super) block_id: u64,
+    pub(super) start: Duration,
+    pub(super) ready_at: Duration,
+    pub(super) exposure_us: u64,
+    pub(super) binning: u32,
+    pub(super) shutter_open: bool,
+    pub(super) read_noise_factor: f64,
+    pub(super) gain_factor: f64,
+    pub(super) fault: Option<FaultKnob>,
+    pub(super) door_opened: bool,
 }
 
 /// A fault pending on the block being streamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum StreamFault {
+pub(super) enum StreamFault {
     /// Stall when this many transfers of the block have been sent.
     StallAt(usize),
     /// Vanish when this many transfers have been sent.
     DisconnectAt(usize),
 }
 
-struct Device {
-    cfg: SimCameraConfig,
-    clock: Arc<dyn Clock>,
-    map: Arc<RegisterMap>,
-    sim_box: Option<SimBox>,
-    regs: HashMap<u64, i64>,
-    session: u64,
-    plugged: bool,
-    unplugged_until: Duration,
+pub(super) struct Device {
+    pub(super) cfg: SimCameraConfig,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) map: Arc<RegisterMap>,
+    pub(super) sim_box: Option<SimBox>,
+    pub(super) regs: HashMap<u64, i64>,
+    pub(super) session: u64,
+    pub(super) plugged: bool,
+    pub(super) unplugged_until: Duration,
     /// Sensor temperature `temp0_c` at time `t0`; it relaxes toward the target from there.
-    t0: Duration,
-    temp0_c: f64,
-    exposure: Option<Exposure>,
-    stream: VecDeque<Vec<u8>>,
-    sent_in_block: usize,
-    stream_fault: Option<StreamFault>,
-    stalled: bool,
-    acks: VecDeque<(Duration, Vec<u8>)>,
-    next_block_id: u64,
-    scene: SimScene,
-    fired: HashMap<FaultKnob, u32>,
-    blocks_sent: u64,
+    pub(super) t0: Duration,
+    pub(super) temp0_c: f64,
+    pub(super) exposure: Option<Exposure>,
+    pub(super) stream: VecDeque<Vec<u8>>,
+    pub(super) sent_in_block: usize,
+    pub(super) stream_fault: Option<StreamFault>,
+    pub(super) stalled: bool,
+    pub(super) acks: VecDeque<(Duration, Vec<u8>)>,
+    pub(super) next_block_id: u64,
+    pub(super) scene: SimScene,
+    pub(super) fired: HashMap<FaultKnob, u32>,
+    pub(super) blocks_sent: u64,
 }
 
 impl Device {
@@ -211,7 +85,7 @@ impl Device {
         }
     }
 
-    fn temp_at(&self, t: Duration) -> f64 {
+    pub(super) fn temp_at(&self, t: Duration) -> f64 {
         let target = self.target_c();
         // Regulated (cooler on) either way; drifting back to ambient with it off.
         let tau = if self.reg("CoolerEnable") == 1 {
@@ -236,7 +110,7 @@ impl Device {
     }
 
     /// The firmware (re)starts: registers to their defaults, nothing in flight.
-    fn firmware_restart(&mut self) {
+    pub(super) fn firmware_restart(&mut self) {
         self.rebase_thermal();
         self.regs.clear();
         for r in self.map.registers() {
@@ -253,7 +127,7 @@ impl Device {
         self.next_block_id = 1;
     }
 
-    fn check(&self, session: u64) -> Result<(), TransportError> {
+    pub(super) fn check(&self, session: u64) -> Result<(), TransportError> {
         if !self.plugged || self.session != session {
             Err(TransportError::Disconnected)
         } else {
@@ -261,7 +135,7 @@ impl Device {
         }
     }
 
-    fn unplug(&mut self, for_: Duration) {
+    pub(super) fn unplug(&mut self, for_: Duration) {
         self.rebase_thermal();
         self.plugged = false;
         self.unplugged_until = self.clock.elapsed() + for_;
@@ -297,7 +171,7 @@ impl Device {
 
     /// Advance the exposure in progress to `now`: the door fault at mid-exposure, the block
     /// at the end of the read-out.
-    fn update(&mut self) {
+    pub(super) fn update(&mut self) {
         let now = self.clock.elapsed();
         let Some(mut e) = self.exposure else {
             return;
@@ -435,7 +309,7 @@ impl Device {
     }
 
     /// Execute one command; queue its acknowledge(s).
-    fn execute(&mut self, bytes: &[u8]) {
+    pub(super) fn execute(&mut self, bytes: &[u8]) {
         let now = self.clock.elapsed();
         let pkt = match CommandPacket::decode(bytes) {
             Ok(p) => p,
@@ -596,241 +470,5 @@ impl Device {
             }
         }
         Ok(())
-    }
-}
-
-/// A handle on the simulated camera (clone it freely).
-#[derive(Clone)]
-pub struct SimCamera {
-    dev: Arc<Mutex<Device>>,
-}
-
-impl std::fmt::Debug for SimCamera {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SimCamera")
-    }
-}
-
-impl SimCamera {
-    /// A camera on `clock`, in `sim_box` (or in the dark when `None`), powered and on the bus.
-    pub fn new(cfg: SimCameraConfig, clock: Arc<dyn Clock>, sim_box: Option<SimBox>) -> Self {
-        let scene = SimScene::new(cfg.instrument.clone(), cfg.physics.clone());
-        let ambient = cfg.ambient_c;
-        let mut dev = Device {
-            cfg,
-            clock,
-            map: RegisterMap::builtin(),
-            sim_box,
-            regs: HashMap::new(),
-            session: 0,
-            plugged: true,
-            unplugged_until: Duration::ZERO,
-            t0: Duration::ZERO,
-            temp0_c: ambient,
-            exposure: None,
-            stream: VecDeque::new(),
-            sent_in_block: 0,
-            stream_fault: None,
-            stalled: false,
-            acks: VecDeque::new(),
-            next_block_id: 1,
-            scene,
-            fired: HashMap::new(),
-            blocks_sent: 0,
-        };
-        dev.firmware_restart();
-        dev.t0 = dev.clock.elapsed();
-        dev.temp0_c = ambient;
-        SimCamera {
-            dev: Arc::new(Mutex::new(dev)),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Device> {
-        self.dev.lock().expect("simulated camera lock")
-    }
-
-    /// The connector the driver uses (and uses again to reconnect).
-    pub fn connector(&self) -> SimConnector {
-        SimConnector { cam: self.clone() }
-    }
-
-    /// Ground truth of the scene at a binning and field of view.
-    pub fn truth(&self, binning: u32, fov_cm: f64) -> Option<Truth> {
-        self.lock().scene.truth(binning, fov_cm)
-    }
-
-    /// How often each fault fired.
-    pub fn faults_fired(&self) -> HashMap<FaultKnob, u32> {
-        self.lock().fired.clone()
-    }
-
-    /// Pull the cable for a while.
-    pub fn unplug(&self, for_: Duration) {
-        self.lock().unplug(for_)
-    }
-
-    /// The sensor's true temperature now, °C.
-    pub fn sensor_temp_c(&self) -> f64 {
-        let d = self.lock();
-        d.temp_at(d.clock.elapsed())
-    }
-
-    /// Blocks read out so far.
-    pub fn blocks_sent(&self) -> u64 {
-        self.lock().blocks_sent
-    }
-
-    /// The instrument inside.
-    pub fn instrument(&self) -> Instrument {
-        self.lock().cfg.instrument.clone()
-    }
-
-    pub fn serial(&self) -> String {
-        self.lock().cfg.serial.clone()
-    }
-}
-
-/// Connects the driver to the simulated camera.
-pub struct SimConnector {
-    cam: SimCamera,
-}
-
-impl Connector for SimConnector {
-    fn connect(&mut self) -> Result<Box<dyn Transport>, TransportError> {
-        let mut d = self.cam.lock();
-        if !d.plugged {
-            if d.clock.elapsed() < d.unplugged_until {
-                return Err(TransportError::NoDevice(format!(
-                    "simulated camera {} is not on the bus",
-                    d.cfg.serial
-                )));
-            }
-            d.plugged = true;
-            d.firmware_restart();
-        }
-        d.session += 1;
-        let session = d.session;
-        let serial = d.cfg.serial.clone();
-        drop(d);
-        Ok(Box::new(SimLink {
-            cam: self.cam.clone(),
-            session,
-            serial,
-        }))
-    }
-
-    fn describe(&self) -> String {
-        format!("simulated camera {}", self.cam.serial())
-    }
-}
-
-/// One connection to the simulated camera.
-struct SimLink {
-    cam: SimCamera,
-    session: u64,
-    serial: String,
-}
-
-impl Transport for SimLink {
-    fn send_control(&mut self, packet: &[u8], _timeout: Duration) -> Result<(), TransportError> {
-        let mut d = self.cam.lock();
-        d.check(self.session)?;
-        d.update();
-        d.execute(packet);
-        Ok(())
-    }
-
-    fn recv_control(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
-        let mut d = self.cam.lock();
-        d.check(self.session)?;
-        let now = d.clock.elapsed();
-        let Some(&(at, _)) = d.acks.front() else {
-            d.clock.sleep(timeout);
-            d.update();
-            return Err(TransportError::Timeout);
-        };
-        if at > now {
-            if at - now > timeout {
-                d.clock.sleep(timeout);
-                d.update();
-                return Err(TransportError::Timeout);
-            }
-            d.clock.sleep(at - now);
-        }
-        d.update();
-        let (_, a) = d.acks.pop_front().expect("checked above");
-        if a.len() > buf.len() {
-            return Err(TransportError::Overflow);
-        }
-        buf[..a.len()].copy_from_slice(&a);
-        Ok(a.len())
-    }
-
-    fn recv_stream(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize, TransportError> {
-        let mut d = self.cam.lock();
-        d.check(self.session)?;
-        if d.stalled {
-            return Err(TransportError::Stall);
-        }
-        d.update();
-        if d.stream.is_empty() {
-            let now = d.clock.elapsed();
-            match d.exposure.map(|e| e.ready_at) {
-                Some(ready) if ready.saturating_sub(now) <= timeout => {
-                    d.clock.sleep(ready.saturating_sub(now));
-                    d.update();
-                }
-                _ => {
-                    d.clock.sleep(timeout);
-                    d.update();
-                    return Err(TransportError::Timeout);
-                }
-            }
-        }
-        match d.stream_fault {
-            Some(StreamFault::StallAt(k)) if d.sent_in_block == k => {
-                d.stream_fault = None;
-                d.stalled = true;
-                d.stream.clear();
-                return Err(TransportError::Stall);
-            }
-            Some(StreamFault::DisconnectAt(k)) if d.sent_in_block == k => {
-                d.stream_fault = None;
-                let off = d.cfg.replug_after;
-                d.unplug(off);
-                return Err(TransportError::Disconnected);
-            }
-            _ => {}
-        }
-        let Some(t) = d.stream.pop_front() else {
-            return Err(TransportError::Timeout);
-        };
-        d.sent_in_block += 1;
-        if t.len() > buf.len() {
-            return Err(TransportError::Overflow);
-        }
-        buf[..t.len()].copy_from_slice(&t);
-        Ok(t.len())
-    }
-
-    fn clear_stream_halt(&mut self) -> Result<(), TransportError> {
-        let mut d = self.cam.lock();
-        d.check(self.session)?;
-        d.stalled = false;
-        d.stream.clear();
-        d.exposure = None;
-        Ok(())
-    }
-
-    fn reset(&mut self) -> Result<(), TransportError> {
-        let mut d = self.cam.lock();
-        d.check(self.session)?;
-        d.firmware_restart();
-        Ok(())
-    }
-
-    fn describe(&self) -> String {
-        format!("simulated camera {}", self.serial)
     }
 }
