@@ -89,27 +89,18 @@ pub(super) fn group(inputs: Vec<Input>) -> Groups {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acquisition::AcquisitionMeta;
+    use crate::simulate::calibration_frames::frame_meta;
     use chrono::{TimeZone, Utc};
 
     /// A frame named `name` (fov 22.4 cm, filter "open", f/1).
     fn input(name: &str, kind: FrameKind, binning: u32, exposure_s: f64, temp_c: f64) -> Input {
-        let meta = AcquisitionMeta {
-            instrument_id: "i".into(),
-            acquired_at: Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0).unwrap(),
-            exposure_s,
+        let meta = frame_meta(
+            "i",
+            Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0).unwrap(),
             binning,
-            f_number: 1.0,
-            fov_cm: 22.4,
-            sensor_temp_c: temp_c,
-            emission_filter: "open".into(),
-            shelf: None,
-            study_id: None,
-            subject_ids: vec![],
-            injection_time: None,
-            view: None,
-            photograph: None,
-        };
+            exposure_s,
+            temp_c,
+        );
         Input {
             dir: PathBuf::from(name),
             file: AcquisitionFile::from_meta(&meta, kind, false, vec![]),

@@ -214,28 +214,19 @@ fn repair_flat(flat: &mut Array2<f32>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::acquisition::AcquisitionMeta;
     use crate::formats::acquisition_folder::AcquisitionFile;
+    use crate::simulate::calibration_frames::frame_meta;
     use chrono::{TimeZone, Utc};
     use std::path::PathBuf;
 
     fn input(kind: FrameKind, exposure_s: f64) -> Input {
-        let meta = AcquisitionMeta {
-            instrument_id: "i".into(),
-            acquired_at: Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0).unwrap(),
+        let meta = frame_meta(
+            "i",
+            Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0).unwrap(),
+            2,
             exposure_s,
-            binning: 2,
-            f_number: 1.0,
-            fov_cm: 22.4,
-            sensor_temp_c: -90.0,
-            emission_filter: "open".into(),
-            shelf: None,
-            study_id: None,
-            subject_ids: vec![],
-            injection_time: None,
-            view: None,
-            photograph: None,
-        };
+            -90.0,
+        );
         Input {
             dir: PathBuf::from(format!("{kind:?}_{exposure_s}")),
             file: AcquisitionFile::from_meta(&meta, kind, false, vec![]),

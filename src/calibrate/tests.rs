@@ -10,27 +10,18 @@ use super::*;
 use crate::acquisition::{AcquisitionMeta, RawAcquisition, SourceFormat};
 use crate::formats::calibration_set::CalibrationSet;
 use crate::simulate::calibration_frames::{
-    shipped_set_dir, sim_instrument_options, simulate_raw_calibration_frames,
+    frame_meta, shipped_set_dir, sim_instrument_options, simulate_raw_calibration_frames,
 };
 use crate::simulate::Instrument;
 
 fn meta(inst: &Instrument, binning: u32, exposure_s: f64) -> AcquisitionMeta {
-    AcquisitionMeta {
-        instrument_id: inst.instrument_id.clone(),
-        acquired_at: Utc.with_ymd_and_hms(2026, 2, 1, 9, 0, 0).unwrap(),
-        exposure_s,
+    frame_meta(
+        &inst.instrument_id,
+        Utc.with_ymd_and_hms(2026, 2, 1, 9, 0, 0).unwrap(),
         binning,
-        f_number: 1.0,
-        fov_cm: 22.4,
-        sensor_temp_c: -90.0,
-        emission_filter: "open".into(),
-        shelf: None,
-        study_id: None,
-        subject_ids: vec![],
-        injection_time: None,
-        view: None,
-        photograph: None,
-    }
+        exposure_s,
+        -90.0,
+    )
 }
 
 /// Checks shared by the small end-to-end test and the committed set.

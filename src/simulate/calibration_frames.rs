@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use chrono::{Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use rayon::prelude::*;
 
 use super::Instrument;
@@ -46,6 +46,33 @@ pub const SIM_FLAT_FILTER: &str = "open";
 /// (20 000 e⁻ ≈ 13 300 ADU: bright, far from saturation).
 pub const SIM_FLAT_EXPOSURE_S: f64 = 1.0;
 pub const SIM_FLAT_LEVEL_E: f64 = 20_000.0;
+
+/// The metadata of one of the simulated instrument's calibration frames: its optics are
+/// those of its flats (f/1, FOV 22.4 cm, filter "open"), whatever the frame's kind.
+pub fn frame_meta(
+    instrument_id: &str,
+    acquired_at: DateTime<Utc>,
+    binning: u32,
+    exposure_s: f64,
+    sensor_temp_c: f64,
+) -> AcquisitionMeta {
+    AcquisitionMeta {
+        instrument_id: instrument_id.into(),
+        acquired_at,
+        exposure_s,
+        binning,
+        f_number: SIM_FLAT_F_NUMBER,
+        fov_cm: SIM_FLAT_FOV_CM,
+        sensor_temp_c,
+        emission_filter: SIM_FLAT_FILTER.into(),
+        shelf: None,
+        study_id: None,
+        subject_ids: vec![],
+        injection_time: None,
+        view: None,
+        photograph: None,
+    }
+}
 
 /// Write the simulated instrument's raw calibration frames as lumiq acquisition folders:
 /// for every binning, `n_frames` biases, `n_frames` darks (60 s at the instrument's
@@ -107,22 +134,13 @@ pub fn simulate_raw_calibration_frames(
                     "flat",
                 ),
             };
-            let meta = AcquisitionMeta {
-                instrument_id: inst.instrument_id.clone(),
-                acquired_at: t0 + Duration::minutes(j as i64),
-                exposure_s: exposure,
-                binning: b,
-                f_number: SIM_FLAT_F_NUMBER,
-                fov_cm: SIM_FLAT_FOV_CM,
-                sensor_temp_c: temp,
-                emission_filter: SIM_FLAT_FILTER.into(),
-                shelf: None,
-                study_id: None,
-                subject_ids: vec![],
-                injection_time: None,
-                view: None,
-                photograph: None,
-            };
+            let meta = frame_meta(
+                &inst.instrument_id,
+                t0 + Duration::minutes(j as i64),
+                b,
+                exposure,
+                temp,
+            );
             let acq = RawAcquisition {
                 meta,
                 luminescent_adu: frame,

@@ -10,6 +10,7 @@ use ndarray::Array2;
 use super::*;
 use crate::acquisition::AcquisitionMeta;
 use crate::formats::tiff_io::write_f32;
+use crate::simulate::calibration_frames::frame_meta;
 
 const B: u32 = 4;
 const N: usize = 16; // binned side; the sensor is 64².
@@ -115,22 +116,13 @@ fn make_set(
 }
 
 fn meta(binning: u32, exposure_s: f64, temp: f64) -> AcquisitionMeta {
-    AcquisitionMeta {
-        instrument_id: "sim-ivis-01".into(),
-        acquired_at: Utc.with_ymd_and_hms(2026, 1, 6, 9, 0, 0).unwrap(),
-        exposure_s,
+    frame_meta(
+        "sim-ivis-01",
+        Utc.with_ymd_and_hms(2026, 1, 6, 9, 0, 0).unwrap(),
         binning,
-        f_number: 1.0,
-        fov_cm: 22.4,
-        sensor_temp_c: temp,
-        emission_filter: "open".into(),
-        shelf: None,
-        study_id: None,
-        subject_ids: vec![],
-        injection_time: None,
-        view: None,
-        photograph: None,
-    }
+        exposure_s,
+        temp,
+    )
 }
 
 fn err_of(dir: &Path, m: &AcquisitionMeta, rows: usize, cols: usize) -> String {
