@@ -67,6 +67,9 @@ pub enum Command {
     /// The whole daemon with the simulated instrument and a broker; records arrive on stdout
     /// as a LIMS receives them.
     Demo(crate::daemon::cli::DemoArgs),
+    /// Daily QC: measure the reference light source in each FOLDER, append the result to
+    /// the QC history (exit 1 when one is out of tolerance or invalid).
+    Qc(crate::qc::cli::QcArgs),
 }
 
 #[derive(Debug, Args)]
@@ -112,6 +115,11 @@ pub struct ProcessArgs {
     /// when its own dark is unusable or absent (default: $LUMIQ_IVIS_BACKGROUNDS).
     #[arg(long, value_name = "DIR", env = "LUMIQ_IVIS_BACKGROUNDS")]
     pub ivis_backgrounds: Option<PathBuf>,
+    /// The QC history (`lumiq qc`'s, `<state.dir>/qc/history.jsonl`): the newest usable QC
+    /// made before the acquisition corrects its fluxes (`qc_corrected_flux`), see
+    /// docs/qc.md. Without it the record says `qc.state = "not_configured"`.
+    #[arg(long, value_name = "FILE")]
+    pub qc_history: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +302,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => crate::daemon::cli::demo(a),
         Command::Acquire(a) => exit_with(crate::daemon::cli::acquire(a)?),
         Command::Status(a) => exit_with(crate::daemon::cli::status(a)?),
+        Command::Qc(a) => exit_with(crate::qc::cli::run(a)?),
     }
 }
 
@@ -418,7 +427,8 @@ fn process(a: ProcessArgs) -> anyhow::Result<()> {
         detector,
         ..ProcessingParams::default()
     };
-    let out = job::run_with_model(
+    let acquired_at = input.acquisition.meta.acquired_at;
+    let mut out = job::run_with_model(
         input,
         &params,
         model
@@ -426,6 +436,12 @@ fn process(a: ProcessArgs) -> anyhow::Result<()> {
             .map(|m| m as &dyn crate::process::SegmentationModel),
     )
     .with_context(|| a.path.display().to_string())?;
+    if let Some(path) = &a.qc_history {
+        let history = crate::qc::history::load(path)?;
+        let selection =
+            crate::process::qc::select(&history, &out.record.instrument_id, acquired_at);
+        crate::record::apply_qc(&mut out.record, &selection);
+    }
     if let Some(dir) = &a.out {
         job::write_outputs(dir, &out)?;
     }

@@ -7,6 +7,8 @@
 //! - [`formats`]: TIFF frames, lumiq acquisition folders, IVIS click folders and
 //!   calibration sets: reading, writing, and clear errors for bad input.
 //! - [`record`]: the standardized measurement record (`lumiq.measurement`) and its schema.
+//! - [`sequence`]: the sequence record (`lumiq.sequence`): a kinetic series summarised per
+//!   region (peak flux, time to peak, area under the curve, peak covered).
 //! - [`eval`]: `lumiq eval`, the model against the classical detector on a held-out set.
 //! - [`segment`]: the tumour-segmentation model (ONNX, tract): sha256-checked loading,
 //!   plans per input size, padding and tiling, the probability map on the working grid.
@@ -14,6 +16,8 @@
 //! - [`overlay`]: the overlay picture a biologist looks at.
 //! - [`calibrate`]: building calibration masters from raw frames.
 //! - [`job`]: one acquisition end to end: load, quantify, record, write outputs.
+//! - [`qc`]: `lumiq qc`, the daily check against a reference light source, and the QC
+//!   history that records are corrected from.
 //! - [`batch`]: `lumiq batch`, a lab's archive of folders quantified into one CSV table.
 //! - [`delivery`]: the durable outbox and the MQTT publisher that delivers every record.
 //! - [`camera`]: the cooled CCD over USB (USB3 Vision-shaped codecs, rusb transport,
@@ -47,7 +51,9 @@ pub mod job;
 pub mod logging;
 pub mod overlay;
 pub mod process;
+pub mod qc;
 pub mod record;
 pub mod segment;
+pub mod sequence;
 pub mod simulate;
 pub mod stats;

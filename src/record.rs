@@ -5,7 +5,10 @@
 //! segmentation model's identity, the mice found in the photograph (`subjects`) and each
 //! region's `subject_index`, `subject_id` and `flags`. Version 3 added each region's
 //! `gross_radiance` (mean, standard deviation, minimum and maximum of its pixels' radiance,
-//! background in: Living Image's Avg, Stdev, Min and Max Radiance).
+//! background in: Living Image's Avg, Stdev, Min and Max Radiance). Version 4 added the
+//! daily QC (`qc`: the reference-source check applied, its age and response factor), each
+//! region's `qc_corrected_flux`, and the flags `qc_missing`, `qc_stale`,
+//! `qc_out_of_tolerance`, `qc_failed`, `no_injection_time` and `before_expected_peak`.
 //!
 //! Owns: the record's shape and units (UCUM codes) and building it from a
 //! [`Quantification`]. Pure: the id and the processing time are passed in by the caller.
@@ -17,12 +20,13 @@ use uuid::Uuid;
 use crate::acquisition::{RawAcquisition, SourceFormat};
 use crate::process::subjects::{self, IdStatus, SubjectAssignment};
 use crate::process::{
-    ProcessingParams, QualityFlag, Quantification, RegionMeasurement, RegionSource,
-    UncertaintyComponents,
+    kinetics, ProcessingParams, QualityFlag, Quantification, RegionMeasurement, RegionSource,
+    Uncertain, UncertaintyComponents,
 };
+use crate::process::qc::{self as qc_core, QcSelection, QcVerdict, ResponseFactor};
 
 pub const SCHEMA: &str = "lumiq.measurement";
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// UCUM codes of the record's units.
 pub mod units {
@@ -51,6 +55,48 @@ pub struct MeasurementRecord {
     #[serde(default)]
     pub subjects: SubjectsRecord,
     pub regions: Vec<RegionRecord>,
+    /// The daily QC applied to this record (see [`apply_qc`]); `not_configured` when the
+    /// instrument has no QC procedure.
+    #[serde(default)]
+    pub qc: QcRecord,
+}
+
+/// Whether and how a QC was applied to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QcState {
+    /// No reference source is configured: nothing to apply, nothing flagged.
+    #[default]
+    NotConfigured,
+    /// A QC within its validity applied.
+    Current,
+    /// The newest usable QC is older than its validity: applied, and flagged `qc_stale`.
+    Stale,
+    /// QC is configured but none was usable before this acquisition: no corrected flux,
+    /// flagged `qc_missing`.
+    Missing,
+}
+
+/// The record's `qc`: the reference-source check applied to its fluxes.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct QcRecord {
+    pub state: QcState,
+    /// The applied QC's id (UUIDv7), as in the QC history.
+    pub qc_id: Option<String>,
+    /// When the applied QC's source was imaged (RFC 3339 UTC).
+    pub performed_at: Option<String>,
+    /// Hours from that QC to this acquisition.
+    pub age_hours: Option<f64>,
+    /// The reference source's id.
+    pub source_id: Option<String>,
+    /// The instrument's response factor (measured over expected source radiance) the
+    /// corrected fluxes were divided by; `uncertainty` is the QC measurement's alone.
+    pub response_factor: Option<ResponseFactor>,
+    /// The applied QC's verdict (`pass` or `out_of_tolerance`).
+    pub verdict: Option<QcVerdict>,
+    /// The newest QC before this acquisition could not measure its source (an older one
+    /// was applied, if any).
+    pub latest_failed: bool,
 }
 
 /// The mice of one acquisition, left to right, and the rule that named them.
@@ -218,6 +264,11 @@ pub struct RegionRecord {
     /// Conditions of this region (`region_outside_subjects`).
     #[serde(default)]
     pub flags: Vec<QualityFlag>,
+    /// `total_flux` divided by the applied QC's response factor (see [`apply_qc`]): the
+    /// flux on the reference source's scale, comparable across days. Absent without a
+    /// usable QC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qc_corrected_flux: Option<MeasuredValue>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -261,6 +312,7 @@ fn region_record(i: usize, r: &RegionMeasurement) -> RegionRecord {
         subject_index: None,
         subject_id: None,
         flags: Vec::new(),
+        qc_corrected_flux: None,
     }
 }
 
@@ -337,6 +389,15 @@ pub fn build(acq: &RawAcquisition, q: &Quantification, ctx: RecordContext) -> Me
     if assignment.count_mismatch() {
         flags.push(QualityFlag::SubjectCountMismatch);
     }
+    match m.injection_time {
+        None => flags.push(QualityFlag::NoInjectionTime),
+        Some(t) => {
+            let minutes = (m.acquired_at - t).num_milliseconds() as f64 / 60_000.0;
+            if minutes < kinetics::IP_PEAK_MIN {
+                flags.push(QualityFlag::BeforeExpectedPeak);
+            }
+        }
+    }
     flags.sort();
     flags.dedup();
     let mut regions: Vec<RegionRecord> = q
@@ -398,5 +459,171 @@ pub fn build(acq: &RawAcquisition, q: &Quantification, ctx: RecordContext) -> Me
         flags,
         subjects: subjects_record(&assignment, q.pixel_size_cm),
         regions,
+        qc: QcRecord::default(),
+    }
+}
+
+/// Apply the QC selected for this record (see [`qc_core::select`]): fill `qc`, give every
+/// region its `qc_corrected_flux`, and raise the QC flags. The correction keeps the
+/// calibration coefficient's uncertainty only when the QC image was taken at another
+/// field of view or f-number (see [`qc_core::correct`]).
+pub fn apply_qc(record: &mut MeasurementRecord, selection: &QcSelection) {
+    let mut flags = Vec::new();
+    if selection.latest_failed {
+        flags.push(QualityFlag::QcFailed);
+    }
+    record.qc = match selection.applied {
+        None => {
+            flags.push(QualityFlag::QcMissing);
+            QcRecord {
+                state: QcState::Missing,
+                latest_failed: selection.latest_failed,
+                ..QcRecord::default()
+            }
+        }
+        Some(qc) => {
+            let k = qc.response_factor.expect("a usable QC has a response factor");
+            if selection.stale {
+                flags.push(QualityFlag::QcStale);
+            }
+            if qc.verdict == QcVerdict::OutOfTolerance {
+                flags.push(QualityFlag::QcOutOfTolerance);
+            }
+            let same_coefficient = (qc.fov_cm - record.acquisition.fov_cm).abs() < 1e-6
+                && (qc.f_number - record.acquisition.f_number).abs() < 1e-6;
+            for region in record.regions.iter_mut() {
+                let f = &region.total_flux;
+                let c = qc_core::correct(
+                    &Uncertain {
+                        value: f.value,
+                        uncertainty: f.uncertainty,
+                        components: f.uncertainty_components,
+                    },
+                    &k,
+                    same_coefficient,
+                );
+                region.qc_corrected_flux = Some(MeasuredValue {
+                    value: c.value,
+                    uncertainty: c.uncertainty,
+                    unit: f.unit.clone(),
+                    uncertainty_components: c.components,
+                });
+            }
+            QcRecord {
+                state: if selection.stale {
+                    QcState::Stale
+                } else {
+                    QcState::Current
+                },
+                qc_id: Some(qc.qc_id.clone()),
+                performed_at: Some(rfc3339(qc.performed_at)),
+                age_hours: selection.age_hours,
+                source_id: Some(qc.source.id.clone()),
+                response_factor: Some(k),
+                verdict: Some(qc.verdict),
+                latest_failed: selection.latest_failed,
+            }
+        }
+    };
+    record.flags.extend(flags);
+    record.flags.sort();
+    record.flags.dedup();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::qc::{QcResult, ReferenceSource, SourcePlacement};
+    use chrono::TimeZone;
+
+    fn qc_at(hour: u32, verdict: QcVerdict, factor: f64) -> QcResult {
+        let t = Utc.with_ymd_and_hms(2026, 3, 2, hour, 0, 0).single().unwrap();
+        QcResult {
+            qc_id: format!("qc-{hour}"),
+            instrument_id: "sim-ivis-01".into(),
+            performed_at: t,
+            processed_at: t,
+            source: ReferenceSource {
+                id: "LED-1".into(),
+                radiance_p_s_cm2_sr: 1e6,
+                radiance_rel_uncertainty: 0.0025,
+                reference_date: t,
+                half_life_days: 0.0,
+            },
+            placement: SourcePlacement {
+                centre_cm: [11.2, 11.2],
+                radius_cm: 1.0,
+            },
+            expected_radiance: 1e6,
+            measurement: None,
+            response_factor: (verdict != QcVerdict::Invalid).then_some(ResponseFactor {
+                value: factor,
+                uncertainty: 0.002,
+                source_rel_uncertainty: 0.0025,
+            }),
+            verdict,
+            tolerance: 0.1,
+            valid_hours: 26.0,
+            fov_cm: 22.4,
+            f_number: 1.0,
+            error: None,
+            input: String::new(),
+        }
+    }
+
+    fn record_at(hour: u32) -> (MeasurementRecord, DateTime<Utc>) {
+        let mut r = crate::delivery::synthetic::record("sim-ivis-01", 1);
+        r.acquisition.fov_cm = 22.4;
+        r.acquisition.f_number = 1.0;
+        let t = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).single().unwrap()
+            + chrono::Duration::hours(hour as i64);
+        (r, t)
+    }
+
+    #[test]
+    fn a_current_qc_corrects_every_region_and_names_itself() {
+        let history = vec![qc_at(8, QcVerdict::Pass, 0.9)];
+        let (mut r, t) = record_at(10);
+        apply_qc(&mut r, &qc_core::select(&history, "sim-ivis-01", t));
+        assert_eq!(r.qc.state, QcState::Current);
+        assert_eq!(r.qc.qc_id.as_deref(), Some("qc-8"));
+        assert!((r.qc.age_hours.unwrap() - 2.0).abs() < 1e-9);
+        for g in &r.regions {
+            let c = g.qc_corrected_flux.as_ref().unwrap();
+            assert!((c.value - g.total_flux.value / 0.9).abs() < 1e-6 * c.value);
+        }
+        assert!(!r.flags.iter().any(|f| matches!(
+            f,
+            QualityFlag::QcMissing | QualityFlag::QcStale | QualityFlag::QcFailed
+        )));
+    }
+
+    #[test]
+    fn stale_failed_out_of_tolerance_and_missing_qc_are_flagged() {
+        // A QC 2 days old: stale.
+        let history = vec![qc_at(8, QcVerdict::OutOfTolerance, 0.8)];
+        let (mut r, t) = record_at(8 + 48);
+        apply_qc(&mut r, &qc_core::select(&history, "sim-ivis-01", t));
+        assert_eq!(r.qc.state, QcState::Stale);
+        assert!(r.flags.contains(&QualityFlag::QcStale));
+        assert!(r.flags.contains(&QualityFlag::QcOutOfTolerance));
+        // The newest QC failed: the older one applies, and the failure is said.
+        let history = vec![
+            qc_at(8, QcVerdict::Pass, 0.95),
+            qc_at(9, QcVerdict::Invalid, 0.0),
+        ];
+        let (mut r, t) = record_at(10);
+        apply_qc(&mut r, &qc_core::select(&history, "sim-ivis-01", t));
+        assert_eq!(r.qc.qc_id.as_deref(), Some("qc-8"));
+        assert!(r.qc.latest_failed && r.flags.contains(&QualityFlag::QcFailed));
+        // Only a QC made after the acquisition, or another instrument's: missing.
+        let (mut r, t) = record_at(7);
+        apply_qc(&mut r, &qc_core::select(&history, "sim-ivis-01", t));
+        assert_eq!(r.qc.state, QcState::Missing);
+        assert!(r.flags.contains(&QualityFlag::QcMissing));
+        assert!(r.regions.iter().all(|g| g.qc_corrected_flux.is_none()));
+        let (mut r, t) = record_at(10);
+        apply_qc(&mut r, &qc_core::select(&history, "other-imager", t));
+        assert_eq!(r.qc.state, QcState::Missing);
     }
 }

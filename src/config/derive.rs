@@ -15,8 +15,12 @@ use std::time::Duration;
 
 use super::convert::origin_of;
 use super::validate::strip_delivery;
-use super::{CameraKind, ConfigError, ControllerKind, Settings, ARCHIVE_DIR, OUTBOX_FILE};
+use super::{
+    CameraKind, ConfigError, ControllerKind, QcSettings, Settings, SourceKind, ARCHIVE_DIR,
+    OUTBOX_FILE, QC_HISTORY_FILE,
+};
 use crate::delivery::{self, BrokerConfig, OutboxConfig, TlsFiles, Topics};
+use crate::process::qc::{QcProcedure, ReferenceSource, SourcePlacement, TRITIUM_HALF_LIFE_DAYS};
 use crate::process::Detector;
 
 impl Settings {
@@ -36,6 +40,17 @@ impl Settings {
             .dir
             .clone()
             .unwrap_or_else(|| self.state.dir.join("calibration"))
+    }
+
+    /// The QC history: `<state.dir>/qc/history.jsonl`.
+    pub fn qc_history_path(&self) -> PathBuf {
+        self.state.dir.join(QC_HISTORY_FILE)
+    }
+
+    /// The QC procedure of `[qc]`, `None` without the section. Fails only on a
+    /// `reference_date` that `validate` would have refused.
+    pub fn qc_procedure(&self) -> Result<Option<QcProcedure>, String> {
+        self.qc.as_ref().map(QcSettings::procedure).transpose()
     }
 
     /// The archive retention, `None` for "keep forever".
@@ -248,4 +263,38 @@ impl Settings {
         );
         s
     }
+}
+
+impl QcSettings {
+    /// The procedure these settings describe; the error names the unreadable date.
+    pub fn procedure(&self) -> Result<QcProcedure, String> {
+        Ok(QcProcedure {
+            source: ReferenceSource {
+                id: self.source_id.clone(),
+                radiance_p_s_cm2_sr: self.radiance,
+                radiance_rel_uncertainty: self.radiance_rel_uncertainty,
+                reference_date: parse_date(&self.reference_date)?,
+                half_life_days: self.half_life_days.unwrap_or(match self.source_kind {
+                    SourceKind::Led => 0.0,
+                    SourceKind::Tritium => TRITIUM_HALF_LIFE_DAYS,
+                }),
+            },
+            placement: SourcePlacement {
+                centre_cm: self.source_centre_cm,
+                radius_cm: self.source_radius_cm,
+            },
+            tolerance: self.tolerance,
+            valid_hours: self.valid_hours,
+        })
+    }
+}
+
+/// `2026-01-15` (midnight UTC) or an RFC 3339 time.
+pub(super) fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        .map_err(|_| format!("{s:?} is neither a date (2026-01-15) nor an RFC 3339 time"))
 }

@@ -52,7 +52,8 @@ pub use error::{ConfigError, Problem};
 pub use schema::{
     AcquisitionSettings, BrokerSettings, CalibrationSettings, CameraKind, CameraSettings,
     ChannelSettings, ControllerKind, ControllerSettings, InstrumentSettings, LogFormat,
-    LoggingSettings, ProcessingSettings, Settings, SettingsSource, StateSettings, StatusSettings,
+    LoggingSettings, ProcessingSettings, QcSettings, Settings, SettingsSource, SourceKind,
+    StateSettings, StatusSettings,
 };
 
 /// Prefix of the environment overrides.
@@ -84,7 +85,10 @@ pub const SECTIONS: &[&str] = &[
     "channels",
     "processing",
     "logging",
+    "qc",
 ];
+/// The QC history's path inside the state directory (one JSON object a line).
+pub const QC_HISTORY_FILE: &str = "qc/history.jsonl";
 
 /// Longest Unix socket path Linux accepts (`sun_path` is 108 bytes with the NUL).
 const MAX_SOCKET_PATH_BYTES: usize = 107;

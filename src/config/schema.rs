@@ -40,6 +40,10 @@ pub struct Settings {
     pub processing: ProcessingSettings,
     #[serde(default)]
     pub logging: LoggingSettings,
+    /// `[qc]`: the daily check against a reference light source; absent means the
+    /// instrument has no QC procedure (records say `qc.state = "not_configured"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qc: Option<QcSettings>,
     /// Where the settings came from (not part of the file).
     #[serde(skip)]
     pub source: SettingsSource,
@@ -93,6 +97,57 @@ pub struct CalibrationSettings {
     /// An older set makes `lumiq status` ask for a person, days.
     #[serde(default = "default_calibration_max_age_days")]
     pub max_age_days: u32,
+}
+
+/// What kind of reference light source `[qc]` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// An LED radiance standard: no decay.
+    Led,
+    /// A tritium (betalight) source: decays with tritium's 12.32-year half-life.
+    Tritium,
+}
+
+/// `[qc]`: the reference light source and how its check is judged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QcSettings {
+    /// Required. The source's id (serial number), carried into every record.
+    pub source_id: String,
+    /// Required. `"led"` or `"tritium"`.
+    pub source_kind: SourceKind,
+    /// Required. Certified radiance at `reference_date`, photons/s/cm²/sr.
+    pub radiance: f64,
+    /// Relative 1σ of the certified radiance (NIST-traceable LED standards: 0.0025).
+    #[serde(default = "default_source_rel_uncertainty")]
+    pub radiance_rel_uncertainty: f64,
+    /// Required. The date the certified radiance holds for: `2026-01-15` or RFC 3339.
+    pub reference_date: String,
+    /// Half-life of the source's light, days; default 0 for an LED and 4499.88 (12.32
+    /// years) for tritium.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half_life_days: Option<f64>,
+    /// Required. Where the source sits: its centre, cm from the image's top-left corner.
+    pub source_centre_cm: [f64; 2],
+    /// Required. The source's radius, cm.
+    pub source_radius_cm: f64,
+    /// A response factor further than this from 1 (relative) is out of tolerance.
+    #[serde(default = "default_qc_tolerance")]
+    pub tolerance: f64,
+    /// A QC is current for this many hours; records made later are flagged `qc_stale`.
+    #[serde(default = "default_qc_valid_hours")]
+    pub valid_hours: f64,
+}
+
+fn default_source_rel_uncertainty() -> f64 {
+    0.0025
+}
+fn default_qc_tolerance() -> f64 {
+    0.10
+}
+fn default_qc_valid_hours() -> f64 {
+    26.0
 }
 
 /// `[status]`: the local socket `lumiq status` talks to.

@@ -196,6 +196,45 @@ impl Settings {
             );
         }
 
+        // [qc]
+        if let Some(q) = &self.qc {
+            if let Err(e) = super::derive::parse_date(&q.reference_date) {
+                c.push(
+                    "qc.reference_date",
+                    Some(format!("{:?}", q.reference_date)),
+                    e,
+                    "write the date on the source's certificate, e.g. reference_date = \"2026-01-15\"",
+                );
+            }
+            let positive = [
+                ("qc.radiance", q.radiance, "the certified radiance in photons/s/cm²/sr, from the source's certificate"),
+                ("qc.source_radius_cm", q.source_radius_cm, "the source's radius in cm"),
+                ("qc.tolerance", q.tolerance, "e.g. tolerance = 0.1 for ±10 %"),
+                ("qc.valid_hours", q.valid_hours, "e.g. valid_hours = 26 for a daily QC"),
+            ];
+            for (key, v, fix) in positive {
+                if !(v.is_finite() && v > 0.0) {
+                    c.push(key, Some(v.to_string()), "must be a positive number", fix);
+                }
+            }
+            if !(0.0..1.0).contains(&q.radiance_rel_uncertainty) {
+                c.push(
+                    "qc.radiance_rel_uncertainty",
+                    Some(q.radiance_rel_uncertainty.to_string()),
+                    "must be a relative uncertainty in [0, 1)",
+                    "e.g. 0.0025 for a NIST-traceable standard known to 0.25 %",
+                );
+            }
+            if q.half_life_days.is_some_and(|h| !(h.is_finite() && h >= 0.0)) {
+                c.push(
+                    "qc.half_life_days",
+                    q.half_life_days.map(|h| h.to_string()),
+                    "must be 0 (no decay) or a positive number of days",
+                    "leave it out: source_kind sets it (tritium: 12.32 years)",
+                );
+            }
+        }
+
         // [state]
         c.writable_dir("state.dir", &self.state.dir, &self.state.dir);
 

@@ -71,6 +71,7 @@ pub fn record(instrument_id: &str, n: u64) -> MeasurementRecord {
                 subject_index: Some(i as usize),
                 subject_id: Some(format!("M{n}-{}", i + 1)),
                 flags: Vec::new(),
+                qc_corrected_flux: None,
             }
         })
         .collect();
@@ -157,5 +158,6 @@ pub fn record(instrument_id: &str, n: u64) -> MeasurementRecord {
                 .collect(),
         },
         regions,
+        qc: Default::default(),
     }
 }

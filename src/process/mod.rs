@@ -20,6 +20,8 @@ pub mod detect;
 pub mod filters;
 mod morphology;
 pub mod photometry;
+pub mod qc;
+pub mod kinetics;
 pub mod pipeline;
 pub mod roi;
 pub mod segment_input;
@@ -213,6 +215,21 @@ pub enum QualityFlag {
     /// The number of mice found in the photograph differs from the number of subject ids
     /// in the metadata: no id was applied to any region.
     SubjectCountMismatch,
+    /// A reference-source QC is configured, but none usable was made before this
+    /// acquisition: fluxes are calibrated but not QC-corrected.
+    QcMissing,
+    /// The QC applied is older than its validity.
+    QcStale,
+    /// The QC applied found the instrument's response further from nominal than the
+    /// tolerance: corrected by it, but the instrument needs a person's look.
+    QcOutOfTolerance,
+    /// The newest QC before this acquisition could not measure its source.
+    QcFailed,
+    /// The acquisition has no injection time: its place on the luciferin curve is unknown.
+    NoInjectionTime,
+    /// Taken earlier after the injection than the signal's typical peak (8 min after an
+    /// intraperitoneal injection): on the rising edge, not comparable with a peak image.
+    BeforeExpectedPeak,
 }
 
 /// A value with its one-sigma uncertainty and the parts that make it up.

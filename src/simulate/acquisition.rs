@@ -25,12 +25,63 @@ fn base_time(seed: u64) -> DateTime<Utc> {
         + Duration::minutes((seed % 10_000) as i64 * 7)
 }
 
+/// What changes from one acquisition of a scene to the next on one instrument: the time,
+/// the injection, the instrument's response, and light that is not the mice's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conditions {
+    pub acquired_at: DateTime<Utc>,
+    pub injection_time: Option<DateTime<Utc>>,
+    /// The instrument's response relative to its calibration: 1 as calibrated, 0.9 when
+    /// it gives 10 % fewer counts for the same light (optics, filters, sensor ageing).
+    pub response: f64,
+    /// Uniform discs of light on the stage (a reference light source).
+    pub discs: Vec<LightDisc>,
+}
+
+impl Conditions {
+    /// An acquisition at `acquired_at`, injection 12 min before, response 1, no disc.
+    pub fn at(acquired_at: DateTime<Utc>) -> Self {
+        Conditions {
+            acquired_at,
+            injection_time: Some(acquired_at - Duration::minutes(12)),
+            response: 1.0,
+            discs: Vec::new(),
+        }
+    }
+}
+
+/// A uniform disc of light: centre and radius in cm from the image's top-left corner.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LightDisc {
+    pub centre_cm: [f64; 2],
+    pub radius_cm: f64,
+    /// Photons/s/cm²/sr.
+    pub radiance: f64,
+}
+
 /// Simulate one acquisition: photograph (if asked) and luminescent frame, with truth.
 pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcquisition {
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let (mice, tumours) = lay_out(inst, spec, &mut rng);
+    render(
+        inst,
+        spec,
+        mice,
+        tumours,
+        &Conditions::at(base_time(spec.seed)),
+        &mut rng,
+    )
+}
+
+/// The mice and their tumours (fluxes as drawn, before the frame's edge cuts any) of a
+/// scene, drawn from `rng`.
+pub fn lay_out(
+    inst: &Instrument,
+    spec: &SceneSpec,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<TrueMouse>, Vec<TrueTumour>) {
     let n = inst.frame_px(spec.binning);
     let pixel_cm = spec.fov_cm / n as f64;
-    let area = pixel_cm * pixel_cm;
 
     // Mice side by side, heads up, evenly spaced across the field.
     let spacing = spec.fov_cm / spec.mice.max(1) as f64;
@@ -106,6 +157,22 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
         }
     }
 
+    (mice, tumours)
+}
+
+/// Render a laid-out scene through the instrument under `cond`: each tumour's
+/// `total_flux` is the light it emits; the truth's is what lands on the frame.
+pub fn render(
+    inst: &Instrument,
+    spec: &SceneSpec,
+    mice: Vec<TrueMouse>,
+    mut tumours: Vec<TrueTumour>,
+    cond: &Conditions,
+    rng: &mut ChaCha8Rng,
+) -> SimulatedAcquisition {
+    let n = inst.frame_px(spec.binning);
+    let pixel_cm = spec.fov_cm / n as f64;
+    let area = pixel_cm * pixel_cm;
     // Render tumour light and background.
     let mut tumour_radiance = Array2::<f32>::zeros((n, n));
     for t in tumours.iter_mut() {
@@ -145,8 +212,13 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
         background_radiance += &body_glow(spec, &mice, n);
     }
 
+    let mut disc_radiance = Array2::<f32>::zeros((n, n));
+    for d in &cond.discs {
+        render_disc(d, pixel_cm, &mut disc_radiance);
+    }
+
     // Forward model: radiance → expected photo-electrons per binned pixel.
-    let coefficient = inst.coefficient(spec.fov_cm, spec.f_number);
+    let coefficient = inst.coefficient(spec.fov_cm, spec.f_number) / cond.response;
     let vig = inst.vignetting_frame(spec.binning, spec.fov_cm);
     let b2 = (spec.binning as f64).powi(2);
     let gain = inst.sensor.gain_e_per_adu;
@@ -154,9 +226,11 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
     ndarray::Zip::from(&mut signal_e)
         .and(&tumour_radiance)
         .and(&background_radiance)
+        .and(&disc_radiance)
         .and(&vig)
-        .for_each(|s, &lt, &lb, &ff| {
-            let adu = (lt as f64 + lb as f64) * spec.exposure_s * b2 * ff as f64 / coefficient;
+        .for_each(|s, &lt, &lb, &ld, &ff| {
+            let light = lt as f64 + lb as f64 + ld as f64;
+            let adu = light * spec.exposure_s * b2 * ff as f64 / coefficient;
             *s = (adu * gain) as f32;
         });
     let readout = ReadoutSpec {
@@ -165,14 +239,14 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
         sensor_temp_c: spec.sensor_temp_c,
         cosmic_rays: spec.cosmic_rays,
     };
-    let luminescent_adu = inst.read_out(&readout, Some(&signal_e), &mut rng);
+    let luminescent_adu = inst.read_out(&readout, Some(&signal_e), rng);
 
     let photo_binning = (spec.binning / 2).max(1);
     let photograph_adu = spec
         .photograph
-        .then(|| super::photo::photograph(inst, spec, &mice, photo_binning, &mut rng));
+        .then(|| super::photo::photograph(inst, spec, &mice, photo_binning, rng));
 
-    let acquired_at = base_time(spec.seed);
+    let acquired_at = cond.acquired_at;
     let meta = AcquisitionMeta {
         instrument_id: inst.instrument_id.clone(),
         acquired_at,
@@ -185,7 +259,7 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
         shelf: Some("D".into()),
         study_id: Some("SIM-STUDY-1".into()),
         subject_ids: mice.iter().map(|m| m.subject_id.clone()).collect(),
-        injection_time: Some(acquired_at - Duration::minutes(12)),
+        injection_time: cond.injection_time,
         view: Some("dorsal".into()),
         photograph: spec.photograph.then_some(PhotographMeta {
             exposure_s: 0.2,
@@ -198,13 +272,33 @@ pub fn simulate_acquisition(inst: &Instrument, spec: &SceneSpec) -> SimulatedAcq
         photograph_adu,
         truth: Truth {
             spec: spec.clone(),
-            coefficient,
+            coefficient: inst.coefficient(spec.fov_cm, spec.f_number),
             pixel_area_cm2: area,
             mice,
             tumours,
         },
         tumour_radiance,
         background_radiance,
+    }
+}
+
+/// Add a uniform disc's mean-pixel radiance to `out` (edge pixels supersampled 4×4).
+fn render_disc(d: &LightDisc, pixel_cm: f64, out: &mut Array2<f32>) {
+    let sub = 4;
+    for ((r, c), v) in out.indexed_iter_mut() {
+        let mut inside = 0;
+        for i in 0..sub {
+            for j in 0..sub {
+                let x = (c as f64 + (j as f64 + 0.5) / sub as f64) * pixel_cm;
+                let y = (r as f64 + (i as f64 + 0.5) / sub as f64) * pixel_cm;
+                if (x - d.centre_cm[0]).powi(2) + (y - d.centre_cm[1]).powi(2)
+                    <= d.radius_cm.powi(2)
+                {
+                    inside += 1;
+                }
+            }
+        }
+        *v += (d.radiance * inside as f64 / (sub * sub) as f64) as f32;
     }
 }
 

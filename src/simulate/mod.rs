@@ -18,6 +18,7 @@ pub mod calibration_frames;
 pub mod instrument;
 pub mod photo;
 pub mod scene;
+pub mod study;
 pub mod training;
 pub mod write;
 
