@@ -18,12 +18,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::acquisition::{RawAcquisition, SourceFormat};
+use crate::process::qc::{self as qc_core, QcSelection, QcVerdict, ResponseFactor};
 use crate::process::subjects::{self, IdStatus, SubjectAssignment};
 use crate::process::{
     kinetics, ProcessingParams, QualityFlag, Quantification, RegionMeasurement, RegionSource,
     Uncertain, UncertaintyComponents,
 };
-use crate::process::qc::{self as qc_core, QcSelection, QcVerdict, ResponseFactor};
 
 pub const SCHEMA: &str = "lumiq.measurement";
 pub const SCHEMA_VERSION: u32 = 4;
@@ -482,7 +482,9 @@ pub fn apply_qc(record: &mut MeasurementRecord, selection: &QcSelection) {
             }
         }
         Some(qc) => {
-            let k = qc.response_factor.expect("a usable QC has a response factor");
+            let k = qc
+                .response_factor
+                .expect("a usable QC has a response factor");
             if selection.stale {
                 flags.push(QualityFlag::QcStale);
             }
@@ -537,7 +539,10 @@ mod tests {
     use chrono::TimeZone;
 
     fn qc_at(hour: u32, verdict: QcVerdict, factor: f64) -> QcResult {
-        let t = Utc.with_ymd_and_hms(2026, 3, 2, hour, 0, 0).single().unwrap();
+        let t = Utc
+            .with_ymd_and_hms(2026, 3, 2, hour, 0, 0)
+            .single()
+            .unwrap();
         QcResult {
             qc_id: format!("qc-{hour}"),
             instrument_id: "sim-ivis-01".into(),

@@ -95,7 +95,9 @@ pub enum SequenceFlag {
 pub enum SequenceError {
     #[error("a sequence needs at least one measurement record")]
     Empty,
-    #[error("the records come from different instruments ({0} and {1}): a series is one instrument's")]
+    #[error(
+        "the records come from different instruments ({0} and {1}): a series is one instrument's"
+    )]
     MixedInstruments(String, String),
     #[error("record {0}: acquired_at {1:?} is not an RFC 3339 time")]
     BadTime(Uuid, String),
@@ -108,9 +110,15 @@ fn parse(r: &MeasurementRecord, s: &str) -> Result<chrono::DateTime<chrono::Utc>
 }
 
 /// Summarise the records of one kinetic series (any order).
-pub fn build(records: &[MeasurementRecord], sequence_id: Uuid) -> Result<SequenceRecord, SequenceError> {
+pub fn build(
+    records: &[MeasurementRecord],
+    sequence_id: Uuid,
+) -> Result<SequenceRecord, SequenceError> {
     let first = records.first().ok_or(SequenceError::Empty)?;
-    if let Some(other) = records.iter().find(|r| r.instrument_id != first.instrument_id) {
+    if let Some(other) = records
+        .iter()
+        .find(|r| r.instrument_id != first.instrument_id)
+    {
         return Err(SequenceError::MixedInstruments(
             first.instrument_id.clone(),
             other.instrument_id.clone(),
@@ -173,11 +181,14 @@ pub fn build(records: &[MeasurementRecord], sequence_id: Uuid) -> Result<Sequenc
         let corrected: Option<Vec<KineticPoint>> = found
             .iter()
             .map(|&(f, r)| {
-                region(f, r).qc_corrected_flux.as_ref().map(|c| KineticPoint {
-                    minutes: frames[f].minutes,
-                    flux: c.value,
-                    sigma: statistical(&c.uncertainty_components),
-                })
+                region(f, r)
+                    .qc_corrected_flux
+                    .as_ref()
+                    .map(|c| KineticPoint {
+                        minutes: frames[f].minutes,
+                        flux: c.value,
+                        sigma: statistical(&c.uncertainty_components),
+                    })
             })
             .collect();
         let corrected_summary = corrected
@@ -218,7 +229,9 @@ pub fn build(records: &[MeasurementRecord], sequence_id: Uuid) -> Result<Sequenc
         schema_version: SCHEMA_VERSION,
         sequence_id,
         instrument_id: first.instrument_id.clone(),
-        study_id: timed.iter().find_map(|(_, r)| r.acquisition.study_id.clone()),
+        study_id: timed
+            .iter()
+            .find_map(|(_, r)| r.acquisition.study_id.clone()),
         injection_time: injection,
         frames,
         regions,

@@ -207,10 +207,26 @@ impl Settings {
                 );
             }
             let positive = [
-                ("qc.radiance", q.radiance, "the certified radiance in photons/s/cm²/sr, from the source's certificate"),
-                ("qc.source_radius_cm", q.source_radius_cm, "the source's radius in cm"),
-                ("qc.tolerance", q.tolerance, "e.g. tolerance = 0.1 for ±10 %"),
-                ("qc.valid_hours", q.valid_hours, "e.g. valid_hours = 26 for a daily QC"),
+                (
+                    "qc.radiance",
+                    q.radiance,
+                    "the certified radiance in photons/s/cm²/sr, from the source's certificate",
+                ),
+                (
+                    "qc.source_radius_cm",
+                    q.source_radius_cm,
+                    "the source's radius in cm",
+                ),
+                (
+                    "qc.tolerance",
+                    q.tolerance,
+                    "e.g. tolerance = 0.1 for ±10 %",
+                ),
+                (
+                    "qc.valid_hours",
+                    q.valid_hours,
+                    "e.g. valid_hours = 26 for a daily QC",
+                ),
             ];
             for (key, v, fix) in positive {
                 if !(v.is_finite() && v > 0.0) {
@@ -225,7 +241,9 @@ impl Settings {
                     "e.g. 0.0025 for a NIST-traceable standard known to 0.25 %",
                 );
             }
-            if q.half_life_days.is_some_and(|h| !(h.is_finite() && h >= 0.0)) {
+            if q.half_life_days
+                .is_some_and(|h| !(h.is_finite() && h >= 0.0))
+            {
                 c.push(
                     "qc.half_life_days",
                     q.half_life_days.map(|h| h.to_string()),

@@ -303,7 +303,11 @@ pub struct QcSelection<'a> {
 }
 
 /// The QC of `history` that applies to a measurement of `instrument_id` made at `at`.
-pub fn select<'a>(history: &'a [QcResult], instrument_id: &str, at: DateTime<Utc>) -> QcSelection<'a> {
+pub fn select<'a>(
+    history: &'a [QcResult],
+    instrument_id: &str,
+    at: DateTime<Utc>,
+) -> QcSelection<'a> {
     let mut before: Vec<&QcResult> = history
         .iter()
         .filter(|q| q.instrument_id == instrument_id && q.performed_at <= at)

@@ -85,9 +85,9 @@ impl Default for StudySpec {
             },
             growing_mice: 2,
             growth_per_day: 0.2,
-            frames_per_series: 7,
-            frame_interval_min: 2.5,
-            first_frame_min: (5.0, 6.0),
+            frames_per_series: 9,
+            frame_interval_min: 2.0,
+            first_frame_min: (3.0, 4.0),
             response_amplitude: 0.10,
             temperature_amplitude_c: 1.5,
             background_scale: (0.5, 2.0),
@@ -196,9 +196,7 @@ pub fn plan(inst: &Instrument, spec: &StudySpec) -> StudyTruth {
                     .random_range(spec.background_scale.0..=spec.background_scale.1),
                 vignetting_change: day_rng
                     .random_range(-spec.vignetting_change..=spec.vignetting_change),
-                injection_time: spec.start
-                    + Duration::days(day as i64)
-                    + Duration::minutes(30),
+                injection_time: spec.start + Duration::days(day as i64) + Duration::minutes(30),
                 frame_start_min: (0..spec.frames_per_series)
                     .map(|k| first + k as f64 * spec.frame_interval_min)
                     .collect(),
@@ -246,7 +244,10 @@ pub fn simulate_day(inst: &Instrument, truth: &StudyTruth, day: usize) -> StudyD
     // The QC image: the source alone on the stage, before the injection.
     let qc_at = d.injection_time - Duration::minutes(20);
     let qc_scene = SceneSpec {
-        seed: spec.seed.wrapping_mul(1000).wrapping_add(day as u64 * 100 + 99),
+        seed: spec
+            .seed
+            .wrapping_mul(1000)
+            .wrapping_add(day as u64 * 100 + 99),
         mice: 0,
         photograph: false,
         exposure_s: spec.qc_exposure_s,
@@ -283,7 +284,10 @@ pub fn simulate_day(inst: &Instrument, truth: &StudyTruth, day: usize) -> StudyD
                 })
                 .collect();
             let frame_scene = SceneSpec {
-                seed: spec.seed.wrapping_mul(1000).wrapping_add(day as u64 * 100 + k as u64),
+                seed: spec
+                    .seed
+                    .wrapping_mul(1000)
+                    .wrapping_add(day as u64 * 100 + k as u64),
                 ..scene.clone()
             };
             let at = d.injection_time + Duration::milliseconds((start_min * 60_000.0) as i64);
@@ -340,14 +344,17 @@ mod tests {
         for d in &t.days {
             assert!((d.response - 1.0).abs() <= 0.10);
             assert!((d.sensor_temp_c + 90.0).abs() <= 1.5);
-            assert!(d.frame_start_min[0] >= 5.0 && *d.frame_start_min.last().unwrap() <= 21.0);
+            assert!(d.frame_start_min[0] >= 3.0 && *d.frame_start_min.last().unwrap() <= 20.0);
         }
         let spread = t
             .days
             .iter()
             .map(|d| d.response)
             .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)));
-        assert!(spread.1 - spread.0 > 0.08, "the response must really drift: {spread:?}");
+        assert!(
+            spread.1 - spread.0 > 0.08,
+            "the response must really drift: {spread:?}"
+        );
         for st in &t.tumours {
             if st.tumour.mouse < 3 {
                 assert_eq!(st.peak_flux(9), st.peak_flux_day0);
