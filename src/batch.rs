@@ -15,11 +15,11 @@ use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use indicatif::ProgressBar;
 
+use crate::errors::one_line;
 use crate::formats::{acquisition_folder, ivis};
-use crate::job;
+use crate::job::{self, JobError};
 use crate::process::{ProcessingParams, QualityFlag, RegionSource, SegmentationModel};
 use crate::record::{MeasurementRecord, RadianceStatsRecord};
 
@@ -62,6 +62,61 @@ pub const IMAGE_LAYER: &str = "Luminescent";
 pub struct FolderError {
     pub folder: PathBuf,
     pub error: String,
+}
+
+/// Why a batch wrote nothing: its roots, or one of its two files. Messages name the
+/// folder or file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("{}: not a folder; pass folders that hold IVIS click folders or lumiq acquisition folders", .0.display())]
+    NotAFolder(PathBuf),
+    /// The roots, joined by ", ".
+    #[error("{0}: no IVIS click folder (ClickInfo.txt or AnalyzedClickInfo.txt) and no lumiq acquisition folder (acquisition.json) found below; point lumiq batch at the folders that hold them")]
+    NothingFound(String),
+    #[error("{}: not a file name", .0.display())]
+    NotAFileName(PathBuf),
+    #[error("{}: cannot create the output file (as {}); check that its folder exists and is writable", dest.display(), tmp.display())]
+    Create {
+        dest: PathBuf,
+        tmp: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `what` says which step failed, e.g. "cannot sync to disk".
+    #[error("{}: {what}", path.display())]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: cannot write", path.display())]
+    Csv {
+        path: PathBuf,
+        #[source]
+        source: csv::Error,
+    },
+    #[error(transparent)]
+    Flush(std::io::Error),
+    #[error("cannot rename {} to {}", tmp.display(), dest.display())]
+    Rename {
+        tmp: PathBuf,
+        dest: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why one folder could not be quantified; listed in the errors file as one line.
+#[derive(Debug, thiserror::Error)]
+enum FolderFailure {
+    #[error(transparent)]
+    Load(JobError),
+    /// The folder, then why.
+    #[error("{}", .0.display())]
+    Run(PathBuf, #[source] JobError),
+    #[error("{}: internal error while quantifying ({what}); please report it with this folder", path.display())]
+    Panic { path: PathBuf, what: String },
 }
 
 /// What a walk found: acquisitions to quantify and folders that are already known to fail.
@@ -325,20 +380,18 @@ struct AtomicCsv {
 }
 
 impl AtomicCsv {
-    fn create(dest: &Path, header: &[&str]) -> anyhow::Result<AtomicCsv> {
+    fn create(dest: &Path, header: &[&str]) -> Result<AtomicCsv, BatchError> {
         let name = dest
             .file_name()
-            .with_context(|| format!("{}: not a file name", dest.display()))?;
+            .ok_or_else(|| BatchError::NotAFileName(dest.to_path_buf()))?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
         tmp_name.push(format!(".partial-{}", std::process::id()));
         let tmp = dest.with_file_name(tmp_name);
-        let file = File::create(&tmp).with_context(|| {
-            format!(
-                "{}: cannot create the output file (as {}); check that its folder exists and is writable",
-                dest.display(),
-                tmp.display()
-            )
+        let file = File::create(&tmp).map_err(|source| BatchError::Create {
+            dest: dest.to_path_buf(),
+            tmp: tmp.clone(),
+            source,
         })?;
         let mut out = AtomicCsv {
             tmp,
@@ -349,27 +402,30 @@ impl AtomicCsv {
         Ok(out)
     }
 
-    fn write<S: AsRef<[u8]>>(&mut self, row: &[S]) -> anyhow::Result<()> {
+    fn write<S: AsRef<[u8]>>(&mut self, row: &[S]) -> Result<(), BatchError> {
         let w = self.writer.as_mut().expect("written before commit");
-        w.write_record(row)
-            .with_context(|| format!("{}: cannot write", self.tmp.display()))
+        w.write_record(row).map_err(|source| BatchError::Csv {
+            path: self.tmp.clone(),
+            source,
+        })
     }
 
-    fn commit(mut self) -> anyhow::Result<()> {
+    fn commit(mut self) -> Result<(), BatchError> {
         let w = self.writer.take().expect("committed once");
+        let io = |what, source| BatchError::Io {
+            path: self.tmp.clone(),
+            what,
+            source,
+        };
         let mut file = w
             .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("{}: cannot write", self.tmp.display()))?;
-        file.flush()?;
-        file.sync_all()
-            .with_context(|| format!("{}: cannot sync to disk", self.tmp.display()))?;
-        std::fs::rename(&self.tmp, &self.dest).with_context(|| {
-            format!(
-                "cannot rename {} to {}",
-                self.tmp.display(),
-                self.dest.display()
-            )
+            .map_err(|e| io("cannot write", e.into_error()))?;
+        file.flush().map_err(BatchError::Flush)?;
+        file.sync_all().map_err(|e| io("cannot sync to disk", e))?;
+        std::fs::rename(&self.tmp, &self.dest).map_err(|source| BatchError::Rename {
+            tmp: self.tmp.clone(),
+            dest: self.dest.clone(),
+            source,
         })?;
         if let Some(parent) = self.dest.parent() {
             let parent = if parent.as_os_str().is_empty() {
@@ -407,69 +463,60 @@ pub struct BatchOptions<'a> {
     pub model: Option<&'a dyn SegmentationModel>,
 }
 
-/// Quantify one folder as `lumiq process` does; the error is the one line `lumiq process`
-/// would print.
-fn quantify_folder(path: &Path, opts: &BatchOptions) -> Result<MeasurementRecord, String> {
-    let result = panic::catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<MeasurementRecord> {
-        // Design: `--calibration` concerns lumiq folders only; handing it to the reader of a
-        // click folder would only repeat, folder after folder, that it is ignored there.
-        let calibration = opts
-            .calibration
-            .filter(|_| acquisition_folder::is_acquisition_folder(path));
-        let input = job::load_with(
-            path,
-            &job::Sources {
-                calibration_dir: calibration,
-                ivis_backgrounds: opts.ivis_backgrounds,
-            },
-        )?;
-        let out = job::run_with_model(input, opts.params, opts.model)
-            .with_context(|| path.display().to_string())?;
-        Ok(out.record)
-    }));
+/// Quantify one folder as `lumiq process` does; the error, on one line, is what `lumiq
+/// process` would print.
+fn quantify_folder(path: &Path, opts: &BatchOptions) -> Result<MeasurementRecord, FolderFailure> {
+    let result = panic::catch_unwind(AssertUnwindSafe(
+        || -> Result<MeasurementRecord, FolderFailure> {
+            // Design: `--calibration` concerns lumiq folders only; handing it to the reader of a
+            // click folder would only repeat, folder after folder, that it is ignored there.
+            let calibration = opts
+                .calibration
+                .filter(|_| acquisition_folder::is_acquisition_folder(path));
+            let input = job::load_with(
+                path,
+                &job::Sources {
+                    calibration_dir: calibration,
+                    ivis_backgrounds: opts.ivis_backgrounds,
+                },
+            )
+            .map_err(FolderFailure::Load)?;
+            let out = job::run_with_model(input, opts.params, opts.model)
+                .map_err(|e| FolderFailure::Run(path.to_path_buf(), e))?;
+            Ok(out.record)
+        },
+    ));
     match result {
         Ok(Ok(record)) => Ok(record),
-        Ok(Err(e)) => Err(one_line(&e)),
+        Ok(Err(e)) => Err(e),
         Err(p) => {
             let what = p
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_default();
-            Err(format!(
-                "{}: internal error while quantifying ({what}); please report it with this folder",
-                path.display()
-            ))
+            Err(FolderFailure::Panic {
+                path: path.to_path_buf(),
+                what,
+            })
         }
     }
-}
-
-/// An error chain on one line, as `lumiq process` prints it.
-pub fn one_line(e: &anyhow::Error) -> String {
-    let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-    chain.join(": ").replace(['\r', '\n'], " ")
 }
 
 /// Run a batch: discover, quantify every folder, write `opts.csv` and its errors file.
 /// Failures of single folders are listed (and shown on stderr through `progress`), not
 /// returned; an `Err` means no result was written (no folder found, a root that is not a
 /// folder, an output that cannot be written).
-pub fn run(opts: &BatchOptions, progress: &ProgressBar) -> anyhow::Result<Summary> {
+pub fn run(opts: &BatchOptions, progress: &ProgressBar) -> Result<Summary, BatchError> {
     for root in opts.roots {
         if !root.is_dir() {
-            bail!(
-                "{}: not a folder; pass folders that hold IVIS click folders or lumiq acquisition folders",
-                root.display()
-            );
+            return Err(BatchError::NotAFolder(root.clone()));
         }
     }
     let found = discover(opts.roots);
     if found.acquisitions.is_empty() && found.problems.is_empty() {
         let roots: Vec<String> = opts.roots.iter().map(|r| r.display().to_string()).collect();
-        bail!(
-            "{}: no IVIS click folder (ClickInfo.txt or AnalyzedClickInfo.txt) and no lumiq acquisition folder (acquisition.json) found below; point lumiq batch at the folders that hold them",
-            roots.join(", ")
-        );
+        return Err(BatchError::NothingFound(roots.join(", ")));
     }
     let errors_file = errors_path(opts.csv);
     let mut table = AtomicCsv::create(opts.csv, &COLUMNS)?;
@@ -478,7 +525,7 @@ pub fn run(opts: &BatchOptions, progress: &ProgressBar) -> anyhow::Result<Summar
         folders: found.acquisitions.len() + found.problems.len(),
         ..Summary::default()
     };
-    let fail = |e: FolderError, errors: &mut AtomicCsv| -> anyhow::Result<()> {
+    let fail = |e: FolderError, errors: &mut AtomicCsv| -> Result<(), BatchError> {
         progress.suspend(|| eprintln!("lumiq: failed: {}", e.error));
         errors.write(&[e.folder.display().to_string(), e.error])
     };
@@ -497,12 +544,12 @@ pub fn run(opts: &BatchOptions, progress: &ProgressBar) -> anyhow::Result<Summar
                 }
                 summary.processed += 1;
             }
-            Err(error) => {
+            Err(e) => {
                 summary.failed += 1;
                 fail(
                     FolderError {
                         folder: path.clone(),
-                        error,
+                        error: one_line(&e),
                     },
                     &mut errors,
                 )?;

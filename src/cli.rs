@@ -374,7 +374,7 @@ fn batch(a: BatchArgs) -> i32 {
             }
         }
         Err(e) => {
-            eprintln!("lumiq: error: {}", crate::batch::one_line(&e));
+            eprintln!("lumiq: error: {}", crate::errors::one_line(&*e));
             2
         }
     }
@@ -399,7 +399,7 @@ fn batch_run(a: &BatchArgs) -> anyhow::Result<crate::batch::Summary> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    crate::batch::run(
+    Ok(crate::batch::run(
         &crate::batch::BatchOptions {
             roots: &a.dirs,
             csv: &a.csv,
@@ -411,7 +411,7 @@ fn batch_run(a: &BatchArgs) -> anyhow::Result<crate::batch::Summary> {
                 .map(|m| m as &dyn crate::process::SegmentationModel),
         },
         &progress,
-    )
+    )?)
 }
 
 fn process(a: ProcessArgs) -> anyhow::Result<()> {

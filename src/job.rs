@@ -6,16 +6,17 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use chrono::Utc;
 use uuid::Uuid;
 
 use crate::acquisition::RawAcquisition;
+use crate::errors::Fault;
+use crate::formats::FormatError;
 use crate::formats::{acquisition_folder, calibration_set::CalibrationSet, ivis, tiff_io};
-use crate::overlay::{self, OverlayInput, OverlayRegion};
+use crate::overlay::{self, OverlayError, OverlayInput, OverlayRegion};
 use crate::process::{
-    quantify_with, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, Quantification,
-    RegionSource, SegmentationModel,
+    quantify_with, FrameCalibration, FrameGeometry, ProcessError, ProcessingParams, QualityFlag,
+    Quantification, RegionSource, SegmentationModel,
 };
 use crate::record::{
     self, CalibrationInfo, CalibrationItemRecord, CoefficientRecord, MeasurementRecord,
@@ -24,6 +25,59 @@ use crate::record::{
 
 /// Environment variable naming the calibration set to use when none is given.
 pub const CALIBRATION_ENV: &str = "LUMIQ_CALIBRATION_DIR";
+
+/// Why one acquisition could not be loaded, quantified or written. Each message names the
+/// folder or file and the fix; [`JobError::fault`] tells a bad input from a failing disk.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{}: not a folder; pass a lumiq acquisition folder (with acquisition.json) or an IVIS click folder (with ClickInfo.txt)", .0.display())]
+    NotAFolder(PathBuf),
+    #[error("{}: neither a lumiq acquisition folder (no acquisition.json) nor an IVIS click folder (no ClickInfo.txt or AnalyzedClickInfo.txt)", .0.display())]
+    UnknownFolder(PathBuf),
+    #[error("no calibration set for instrument {instrument_id:?}: pass --calibration DIR, set {CALIBRATION_ENV}, or put the set in {}", default.display())]
+    NoCalibration {
+        instrument_id: String,
+        /// Where the set was looked for last: `calibration/<instrument_id>`.
+        default: PathBuf,
+    },
+    #[error("{}: the background-click library is not a folder; pass the folder holding the lab's BKG… clicks to --ivis-backgrounds", .0.display())]
+    BackgroundsNotAFolder(PathBuf),
+    /// A file of the acquisition or its calibration, read or written.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("cannot quantify the luminescent frame")]
+    Quantify(#[source] ProcessError),
+    /// An output could not be written: `what` says which, e.g. "cannot write the record".
+    #[error("{}: {what}", path.display())]
+    Write {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Overlay(#[from] OverlayError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+impl JobError {
+    /// Whether the acquisition (or its calibration) is unusable as it is, or the disk failed
+    /// under it: an output that cannot be written, a file that cannot be read for another
+    /// reason than its absence.
+    pub fn fault(&self) -> Fault {
+        match self {
+            JobError::Format(e) => e.fault(),
+            JobError::Write { .. } | JobError::Overlay(_) => Fault::Storage,
+            JobError::NotAFolder(_)
+            | JobError::UnknownFolder(_)
+            | JobError::NoCalibration { .. }
+            | JobError::BackgroundsNotAFolder(_)
+            | JobError::Quantify(_)
+            | JobError::Json(_) => Fault::Input,
+        }
+    }
+}
 
 /// An acquisition ready for the core, with everything the record needs to say about it.
 pub struct LoadedInput {
@@ -38,7 +92,7 @@ pub struct LoadedInput {
 pub fn resolve_calibration_dir(
     explicit: Option<&Path>,
     instrument_id: &str,
-) -> anyhow::Result<PathBuf> {
+) -> Result<PathBuf, JobError> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
@@ -49,10 +103,10 @@ pub fn resolve_calibration_dir(
     if default.join("calibration.toml").is_file() {
         return Ok(default);
     }
-    bail!(
-        "no calibration set for instrument {instrument_id:?}: pass --calibration DIR, set {CALIBRATION_ENV}, or put the set in {}",
-        default.display()
-    )
+    Err(JobError::NoCalibration {
+        instrument_id: instrument_id.to_string(),
+        default,
+    })
 }
 
 /// Where an acquisition's calibration comes from besides the folder itself.
@@ -66,7 +120,7 @@ pub struct Sources<'a> {
 }
 
 /// Read an acquisition and the calibration it needs.
-pub fn load(path: &Path, calibration_dir: Option<&Path>) -> anyhow::Result<LoadedInput> {
+pub fn load(path: &Path, calibration_dir: Option<&Path>) -> Result<LoadedInput, JobError> {
     load_with(
         path,
         &Sources {
@@ -77,10 +131,10 @@ pub fn load(path: &Path, calibration_dir: Option<&Path>) -> anyhow::Result<Loade
 }
 
 /// [`load`], with every source of calibration.
-pub fn load_with(path: &Path, sources: &Sources) -> anyhow::Result<LoadedInput> {
+pub fn load_with(path: &Path, sources: &Sources) -> Result<LoadedInput, JobError> {
     let calibration_dir = sources.calibration_dir;
     if !path.is_dir() {
-        bail!("{}: not a folder; pass a lumiq acquisition folder (with acquisition.json) or an IVIS click folder (with ClickInfo.txt)", path.display());
+        return Err(JobError::NotAFolder(path.to_path_buf()));
     }
     if acquisition_folder::is_acquisition_folder(path) {
         let folder = acquisition_folder::read(path)?;
@@ -119,10 +173,7 @@ pub fn load_with(path: &Path, sources: &Sources) -> anyhow::Result<LoadedInput> 
         }
         if let Some(library) = sources.ivis_backgrounds {
             if !library.is_dir() {
-                bail!(
-                    "{}: the background-click library is not a folder; pass the folder holding the lab's BKG… clicks to --ivis-backgrounds",
-                    library.display()
-                );
+                return Err(JobError::BackgroundsNotAFolder(library.to_path_buf()));
             }
         }
         let folder = ivis::read_click_folder_with(
@@ -157,10 +208,7 @@ pub fn load_with(path: &Path, sources: &Sources) -> anyhow::Result<LoadedInput> 
             input_flags: folder.flags,
         });
     }
-    bail!(
-        "{}: neither a lumiq acquisition folder (no acquisition.json) nor an IVIS click folder (no ClickInfo.txt or AnalyzedClickInfo.txt)",
-        path.display()
-    )
+    Err(JobError::UnknownFolder(path.to_path_buf()))
 }
 
 fn coefficient_record(cal: &FrameCalibration) -> CoefficientRecord {
@@ -180,7 +228,7 @@ pub struct JobOutput {
 
 /// Quantify a loaded acquisition and build its record (`params.detector` must be the
 /// classical detector: see [`run_with_model`]).
-pub fn run(input: LoadedInput, params: &ProcessingParams) -> anyhow::Result<JobOutput> {
+pub fn run(input: LoadedInput, params: &ProcessingParams) -> Result<JobOutput, JobError> {
     run_with_model(input, params, None)
 }
 
@@ -191,7 +239,7 @@ pub fn run_with_model(
     input: LoadedInput,
     params: &ProcessingParams,
     model: Option<&dyn SegmentationModel>,
-) -> anyhow::Result<JobOutput> {
+) -> Result<JobOutput, JobError> {
     let m = &input.acquisition.meta;
     let geom = FrameGeometry {
         exposure_s: m.exposure_s,
@@ -215,7 +263,7 @@ pub fn run_with_model(
         model,
         subjects.as_ref(),
     )
-    .context("cannot quantify the luminescent frame")?;
+    .map_err(JobError::Quantify)?;
     let record = record::build(
         &input.acquisition,
         &q,
@@ -236,9 +284,12 @@ pub fn run_with_model(
 
 /// Write the record (`record.json`), the radiance and background maps (32-bit float TIFF)
 /// and the overlay (`overlay.png`) into `out`.
-pub fn write_outputs(out: &Path, job: &JobOutput) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("{}: cannot create the output folder", out.display()))?;
+pub fn write_outputs(out: &Path, job: &JobOutput) -> Result<(), JobError> {
+    std::fs::create_dir_all(out).map_err(|source| JobError::Write {
+        path: out.to_path_buf(),
+        what: "cannot create the output folder",
+        source,
+    })?;
     let q = &job.quantification;
     tiff_io::write_f32(&out.join("radiance.tiff"), &q.radiance)?;
     tiff_io::write_f32(&out.join("background.tiff"), &q.background)?;
@@ -272,7 +323,10 @@ pub fn write_outputs(out: &Path, job: &JobOutput) -> anyhow::Result<()> {
     overlay::write_png(&out.join("overlay.png"), &img)?;
     let json = serde_json::to_string_pretty(&job.record)?;
     let path = out.join("record.json");
-    std::fs::write(&path, json)
-        .with_context(|| format!("{}: cannot write the record", path.display()))?;
+    std::fs::write(&path, json).map_err(|source| JobError::Write {
+        path: path.clone(),
+        what: "cannot write the record",
+        source,
+    })?;
     Ok(())
 }

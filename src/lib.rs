@@ -32,6 +32,8 @@
 //! - [`config`]: the daemon's settings (TOML file plus `LUMIQ_<SECTION>__<KEY>` overrides)
 //!   and their checks at start.
 //! - [`logging`]: the daemon's log output (terminal text, JSON lines, journald).
+//! - [`errors`]: an error and its sources on one line; a bad input told from broken
+//!   storage ([`errors::Fault`]).
 //! - [`stats`]: percentiles of sorted samples, shared by the overlay and delivery status.
 #![forbid(unsafe_code)]
 
@@ -45,6 +47,7 @@ pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod delivery;
+pub mod errors;
 pub mod eval;
 pub mod formats;
 pub mod job;

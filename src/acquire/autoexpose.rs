@@ -48,16 +48,27 @@ impl Default for AutoExposureConfig {
     }
 }
 
+/// A setting of [`AutoExposureConfig`] that cannot work; the message names it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AutoExposureConfigError {
+    #[error("auto_exposure.{name} = {value}: must be a positive number")]
+    NotPositive { name: &'static str, value: f64 },
+    #[error("auto_exposure: min_exposure_s is above max_exposure_s")]
+    MinAboveMax,
+    #[error("auto_exposure.target_fraction = {0}: must be between 0 and 1")]
+    TargetFraction(f64),
+    #[error("auto_exposure.binnings: list at least one, finest first")]
+    Binnings,
+}
+
 impl AutoExposureConfig {
     /// Check the configuration; the error names the setting.
-    pub fn validate(&self) -> Result<(), String> {
-        let pos = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
+    pub fn validate(&self) -> Result<(), AutoExposureConfigError> {
+        let pos = |name: &'static str, value: f64| {
+            if value.is_finite() && value > 0.0 {
                 Ok(())
             } else {
-                Err(format!(
-                    "auto_exposure.{name} = {v}: must be a positive number"
-                ))
+                Err(AutoExposureConfigError::NotPositive { name, value })
             }
         };
         pos("start_exposure_s", self.start_exposure_s)?;
@@ -65,16 +76,15 @@ impl AutoExposureConfig {
         pos("max_exposure_s", self.max_exposure_s)?;
         pos("saturation_adu", self.saturation_adu)?;
         if self.min_exposure_s > self.max_exposure_s {
-            return Err("auto_exposure: min_exposure_s is above max_exposure_s".into());
+            return Err(AutoExposureConfigError::MinAboveMax);
         }
         if !(self.target_fraction > 0.0 && self.target_fraction < 1.0) {
-            return Err(format!(
-                "auto_exposure.target_fraction = {}: must be between 0 and 1",
-                self.target_fraction
+            return Err(AutoExposureConfigError::TargetFraction(
+                self.target_fraction,
             ));
         }
         if self.binnings.is_empty() || self.binnings.windows(2).any(|w| w[0] >= w[1]) {
-            return Err("auto_exposure.binnings: list at least one, finest first".into());
+            return Err(AutoExposureConfigError::Binnings);
         }
         Ok(())
     }

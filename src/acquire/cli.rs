@@ -130,7 +130,7 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<()> {
     if a.instrument.is_none() {
         bail!("--instrument ID: name the imager (its calibration set is calibration/<ID>)");
     }
-    let usb = UsbCameraConfig::parse(usb).map_err(anyhow::Error::msg)?;
+    let usb = UsbCameraConfig::parse(usb)?;
     let controller = Controller::open(ControllerConfig::new(port.clone()))?;
     let camera = Camera::open(
         Box::new(UsbConnector::new(usb)),

@@ -13,10 +13,23 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::acquisition::{AcquisitionMeta, RawAcquisition, SourceFormat};
-use crate::calibrate::{build_set, CalibrateOptions};
+use crate::calibrate::{build_set, CalibrateError, CalibrateOptions};
 use crate::camera::Frame;
 use crate::formats::acquisition_folder::{self, FrameKind};
 use crate::formats::calibration_set::{CalibrationIndex, DarkEntry};
+use crate::formats::FormatError;
+
+/// Why new darks could not be added to the library.
+#[derive(Debug, thiserror::Error)]
+pub enum DarkLibraryError {
+    /// A dark's raw folder could not be written, or the library read back.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Calibrate(#[from] CalibrateError),
+    #[error("the new darks are not selectable in the library: {0}")]
+    NotSelectable(String),
+}
 
 /// Where the darks are and how old they may be.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,13 +134,13 @@ pub fn add_darks_to_library(
     meta: &AcquisitionMeta,
     darks: &[Frame],
     now: DateTime<Utc>,
-) -> anyhow::Result<DarkEntry> {
+) -> Result<DarkEntry, DarkLibraryError> {
     let staging = library.join(format!(
         ".new-darks-{}-{}",
         std::process::id(),
         now.timestamp_nanos_opt().unwrap_or(0)
     ));
-    let result = (|| -> anyhow::Result<DarkEntry> {
+    let result = (|| -> Result<DarkEntry, DarkLibraryError> {
         let mut folders = Vec::new();
         for (i, f) in darks.iter().enumerate() {
             let m = AcquisitionMeta {
@@ -166,9 +179,7 @@ pub fn add_darks_to_library(
             f64::INFINITY,
         ) {
             LibraryDark::Usable(e) => Ok(e),
-            LibraryDark::Needed { reason } => {
-                anyhow::bail!("the new darks are not selectable in the library: {reason}")
-            }
+            LibraryDark::Needed { reason } => Err(DarkLibraryError::NotSelectable(reason)),
         }
     })();
     let _ = std::fs::remove_dir_all(&staging);

@@ -111,6 +111,8 @@ pub enum CaptureError {
     Dark { library: String, problem: String },
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    AutoExposure(#[from] super::autoexpose::AutoExposureConfigError),
     #[error("{path}: {problem}")]
     Output { path: String, problem: String },
     #[error("capture cancelled; nothing was written")]
@@ -374,7 +376,7 @@ impl Imager {
         cfg: &SequenceConfig,
     ) -> Result<(Frame, AutoExposureReport), CaptureError> {
         let ae = &cfg.auto_exposure;
-        ae.validate().map_err(CaptureError::Config)?;
+        ae.validate()?;
         let mut steps = Vec::new();
         let mut decision = autoexpose::first_probe(ae);
         let mut probes = 0;
@@ -511,7 +513,12 @@ impl Imager {
                 }
                 let entry =
                     dark::add_darks_to_library(lib, &set.index, meta, &darks, self.clock.utc_now())
-                        .map_err(|e| dark_err(format!("cannot add the new darks: {e:#}")))?;
+                        .map_err(|e| {
+                            dark_err(format!(
+                                "cannot add the new darks: {}",
+                                crate::errors::one_line(&e)
+                            ))
+                        })?;
                 Ok(DarkReport {
                     source: DarkSource::Acquired,
                     reason: Some(reason),

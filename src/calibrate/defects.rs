@@ -11,9 +11,9 @@
 //! them (darks merged into a set, or flats) cannot see the other's defects: the existing
 //! set's map at that binning is kept, and what the run finds is added to it.
 
-use anyhow::bail;
 use ndarray::Array2;
 
+use super::error::CalibrateError;
 use super::master::DarkMaster;
 use super::BadPixelSummary;
 use crate::formats::calibration_set::{BadPixelTable, BinnedBadPixels};
@@ -36,7 +36,7 @@ pub(super) fn bad_pixel_maps(
     flats: &[(u32, Array2<f32>)],
     existing: Option<&BadPixelTable>,
     criteria: &BadPixelCriteria,
-) -> anyhow::Result<BadPixelMaps> {
+) -> Result<BadPixelMaps, CalibrateError> {
     let mut maps = BadPixelMaps::default();
     let mut binnings: Vec<u32> = darks
         .iter()
@@ -72,14 +72,11 @@ pub(super) fn bad_pixel_maps(
         let flat_list: Vec<&Array2<f32>> = if flats.is_empty() { vec![&ones] } else { flats };
         for f in flat_list {
             if f.dim() != dim {
-                bail!(
-                    "binning {b}: the flat is {}x{} but the dark is {}x{}; take them with the \
-                     same camera settings",
-                    f.ncols(),
-                    f.nrows(),
-                    dim.1,
-                    dim.0
-                );
+                return Err(CalibrateError::FlatDarkSize {
+                    binning: b,
+                    flat: (f.ncols(), f.nrows()),
+                    dark: (dim.1, dim.0),
+                });
             }
             mask |= &find_bad_pixels(&dark, f, criteria);
         }

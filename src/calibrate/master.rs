@@ -12,9 +12,9 @@
 
 use std::path::Path;
 
-use anyhow::bail;
 use ndarray::{Array2, ArrayView2};
 
+use super::error::CalibrateError;
 use super::grouping::Input;
 use crate::formats::acquisition_folder::FrameKind;
 use crate::process::combine::{
@@ -84,21 +84,17 @@ pub(super) fn build_master(
     frames: &mut [Array2<f32>],
     remove: Remove<'_>,
     clip_sigma: f64,
-) -> anyhow::Result<Master> {
+) -> Result<Master, CalibrateError> {
     if let Some(bias) = remove.bias {
         if frames[0].dim() != bias.dim() {
-            bail!(
-                "{}: {} is {}x{} but the bias of binning {} is {}x{}; take bias and {} with \
-                 the same camera settings",
-                group[0].dir.display(),
-                name(kind),
-                frames[0].ncols(),
-                frames[0].nrows(),
-                group[0].file.binning,
-                bias.ncols(),
-                bias.nrows(),
-                plural(kind)
-            );
+            return Err(CalibrateError::BiasSize {
+                path: group[0].dir.clone(),
+                kind: name(kind),
+                kinds: plural(kind),
+                size: (frames[0].ncols(), frames[0].nrows()),
+                binning: group[0].file.binning,
+                bias_size: (bias.ncols(), bias.nrows()),
+            });
         }
     }
     for (f, inp) in frames.iter_mut().zip(group) {
@@ -137,13 +133,12 @@ pub(super) struct Flat {
 
 /// Normalise a combined flat to 1.0 on the optical axis and fill its unresponsive pixels.
 /// Fails, naming the group's first folder, when there is no signal on the axis.
-pub(super) fn finish_flat(first_dir: &Path, combined: &Array2<f32>) -> anyhow::Result<Flat> {
+pub(super) fn finish_flat(
+    first_dir: &Path,
+    combined: &Array2<f32>,
+) -> Result<Flat, CalibrateError> {
     let Some((mut stored, level)) = normalise_flat(combined) else {
-        bail!(
-            "{}: the flat frames carry no signal at the centre of the field after bias \
-             subtraction; expose the flats to a uniform light source (a few thousand ADU)",
-            first_dir.display()
-        );
+        return Err(CalibrateError::NoFlatSignal(first_dir.to_path_buf()));
     };
     let filled = repair_flat(&mut stored);
     Ok(Flat {

@@ -38,6 +38,7 @@
 //!    check.
 
 mod defects;
+mod error;
 mod grouping;
 mod master;
 mod writer;
@@ -46,7 +47,6 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
@@ -59,6 +59,7 @@ use crate::formats::tiff_io::{read_f32, write_f32};
 use crate::process::combine::{photon_transfer, BadPixelCriteria, PhotonTransfer};
 
 use defects::bad_pixel_maps;
+pub use error::CalibrateError;
 use grouping::Input;
 pub use grouping::DARK_GROUP_TEMPERATURE_SPAN_C;
 use master::{build_master, finish_flat, nearest_dark, DarkMaster, Remove};
@@ -152,25 +153,19 @@ pub struct CalibrationSummary {
     pub warnings: Vec<String>,
 }
 
-fn read_metadata(dir: &Path) -> anyhow::Result<AcquisitionFile> {
+fn read_metadata(dir: &Path) -> Result<AcquisitionFile, CalibrateError> {
     let p = dir.join(METADATA_FILE);
-    let text = std::fs::read_to_string(&p).with_context(|| {
-        format!(
-            "{}: cannot read; pass lumiq acquisition folders of kind bias, dark or flat",
-            p.display()
-        )
+    let text = std::fs::read_to_string(&p).map_err(|source| CalibrateError::Io {
+        path: p.clone(),
+        what: "cannot read; pass lumiq acquisition folders of kind bias, dark or flat",
+        source,
     })?;
-    serde_json::from_str(&text).map_err(|e| {
-        anyhow!(
-            "{}: invalid metadata: {e}; fix the field named above (see docs/acquisition-folder.md)",
-            p.display()
-        )
-    })
+    serde_json::from_str(&text).map_err(|error| CalibrateError::Metadata { path: p, error })
 }
 
 /// Inputs as acquisition folders: a folder without `acquisition.json` whose
 /// subfolders have one stands for those subfolders (sorted by name).
-fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CalibrateError> {
     let mut out = Vec::with_capacity(inputs.len());
     for dir in inputs {
         if acquisition_folder::is_acquisition_folder(dir) || !dir.is_dir() {
@@ -178,16 +173,16 @@ fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             continue;
         }
         let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .with_context(|| format!("{}: cannot list; check permissions", dir.display()))?
+            .map_err(|source| CalibrateError::Io {
+                path: dir.clone(),
+                what: "cannot list; check permissions",
+                source,
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| acquisition_folder::is_acquisition_folder(p))
             .collect();
         if subs.is_empty() {
-            bail!(
-                "{}: neither a lumiq acquisition folder (no {METADATA_FILE}) nor a folder \
-                 holding some; pass acquisition folders of kind bias, dark or flat",
-                dir.display()
-            );
+            return Err(CalibrateError::NotAcquisitionFolders(dir.clone()));
         }
         subs.sort();
         out.extend(subs);
@@ -196,22 +191,19 @@ fn expand_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Read the frames of a group as f32, checking they share one shape.
-fn read_group(inputs: &[Input], bar: &ProgressBar) -> anyhow::Result<Vec<Array2<f32>>> {
+fn read_group(inputs: &[Input], bar: &ProgressBar) -> Result<Vec<Array2<f32>>, CalibrateError> {
     let mut frames: Vec<Array2<f32>> = Vec::with_capacity(inputs.len());
     for inp in inputs {
         let folder = acquisition_folder::read(&inp.dir)?;
         let f = folder.acquisition.luminescent_adu.mapv(f32::from);
         if let Some(first) = frames.first() {
             if first.dim() != f.dim() {
-                bail!(
-                    "{}: frame is {}x{} but {} is {}x{}; frames of one binning must share a size",
-                    inp.dir.display(),
-                    f.ncols(),
-                    f.nrows(),
-                    inputs[0].dir.display(),
-                    first.ncols(),
-                    first.nrows()
-                );
+                return Err(CalibrateError::FrameSize {
+                    path: inp.dir.clone(),
+                    size: (f.ncols(), f.nrows()),
+                    first: inputs[0].dir.clone(),
+                    first_size: (first.ncols(), first.nrows()),
+                });
             }
         }
         frames.push(f);
@@ -251,25 +243,19 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
 }
 
 /// Every input's metadata, checked: calibration frames of `instrument_id` only.
-fn read_inputs(dirs: &[PathBuf], instrument_id: &str) -> anyhow::Result<Vec<Input>> {
+fn read_inputs(dirs: &[PathBuf], instrument_id: &str) -> Result<Vec<Input>, CalibrateError> {
     let mut all = Vec::with_capacity(dirs.len());
     for dir in dirs {
         let file = read_metadata(dir)?;
         if file.kind == FrameKind::Luminescent {
-            bail!(
-                "{}: is a luminescent acquisition, not a calibration frame; pass only folders \
-                 of kind bias, dark or flat",
-                dir.display()
-            );
+            return Err(CalibrateError::Luminescent(dir.clone()));
         }
         if file.instrument_id != instrument_id {
-            bail!(
-                "{}: frames from instrument {:?}, but the set is for {:?}; calibrate each \
-                 instrument with its own frames",
-                dir.display(),
-                file.instrument_id,
-                instrument_id
-            );
+            return Err(CalibrateError::FramesOfAnotherInstrument {
+                path: dir.clone(),
+                found: file.instrument_id,
+                expected: instrument_id.to_string(),
+            });
         }
         all.push(Input {
             dir: dir.clone(),
@@ -304,15 +290,12 @@ pub fn build_set(
     inputs: &[PathBuf],
     out: &Path,
     opts: &CalibrateOptions,
-) -> anyhow::Result<CalibrationSummary> {
+) -> Result<CalibrationSummary, CalibrateError> {
     if inputs.is_empty() {
-        bail!("no input folders; pass lumiq acquisition folders of kind bias, dark or flat");
+        return Err(CalibrateError::NoInputs);
     }
     if opts.clip_sigma.is_nan() || opts.clip_sigma <= 0.0 {
-        bail!(
-            "clip sigma is {}; use a positive value (3 is usual)",
-            opts.clip_sigma
-        );
+        return Err(CalibrateError::ClipSigma(opts.clip_sigma));
     }
 
     // 1. Metadata. 2. Groups.
@@ -320,11 +303,10 @@ pub fn build_set(
     let groups = grouping::group(read_inputs(&inputs, &opts.instrument_id)?);
 
     // 3. Existing index.
-    std::fs::create_dir_all(out).with_context(|| {
-        format!(
-            "{}: cannot create the set's folder; check permissions",
-            out.display()
-        )
+    std::fs::create_dir_all(out).map_err(|source| CalibrateError::Io {
+        path: out.to_path_buf(),
+        what: "cannot create the set's folder; check permissions",
+        source,
     })?;
     let index_path = out.join(INDEX_FILE);
     let existing = writer::read_existing(&index_path, &opts.instrument_id)?;
@@ -382,8 +364,8 @@ pub fn build_set(
     }
     let bias_for = |b: u32,
                     bias_masters: &BTreeMap<u32, Array2<f32>>,
-                    what: &str|
-     -> anyhow::Result<Array2<f32>> {
+                    what: &'static str|
+     -> Result<Array2<f32>, CalibrateError> {
         if let Some(m) = bias_masters.get(&b) {
             return Ok(m.clone());
         }
@@ -393,12 +375,11 @@ pub fn build_set(
         {
             return Ok(read_f32(&out.join(&e.file))?);
         }
-        bail!(
-            "{what} at binning {b} need a master bias of that binning, and neither the inputs \
-             nor the set in {} have one; add bias frames (zero-second, shutter closed) at \
-             binning {b}",
-            out.display()
-        )
+        Err(CalibrateError::NoBias {
+            what,
+            binning: b,
+            out: out.to_path_buf(),
+        })
     };
 
     // Darks.

@@ -8,10 +8,10 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 
 use super::defects::BadPixelMaps;
+use super::error::CalibrateError;
 use super::{round_to, CalibrateOptions};
 use crate::formats::calibration_set::{
     BiasEntry, CalibrationIndex, CalibrationSet, DarkEntry, FlatEntry, SensorSection,
@@ -23,21 +23,22 @@ use crate::process::combine::PhotonTransfer;
 pub(super) fn read_existing(
     index_path: &Path,
     instrument_id: &str,
-) -> anyhow::Result<Option<CalibrationIndex>> {
+) -> Result<Option<CalibrationIndex>, CalibrateError> {
     if !index_path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(index_path)
-        .with_context(|| format!("{}: cannot read", index_path.display()))?;
+    let text = std::fs::read_to_string(index_path).map_err(|source| CalibrateError::Io {
+        path: index_path.to_path_buf(),
+        what: "cannot read",
+        source,
+    })?;
     let ix = CalibrationIndex::parse(&text, index_path)?;
     if ix.instrument_id != instrument_id {
-        bail!(
-            "{}: the set in this folder is for instrument {:?}, not {:?}; write the new \
-             set to another folder",
-            index_path.display(),
-            ix.instrument_id,
-            instrument_id
-        );
+        return Err(CalibrateError::SetOfAnotherInstrument {
+            index: index_path.to_path_buf(),
+            found: ix.instrument_id,
+            expected: instrument_id.to_string(),
+        });
     }
     Ok(Some(ix))
 }
@@ -50,7 +51,7 @@ pub(super) fn sensor_section(
     ptc: &[(u32, PhotonTransfer)],
     existing: Option<&CalibrationIndex>,
     opts: &CalibrateOptions,
-) -> anyhow::Result<SensorSection> {
+) -> Result<SensorSection, CalibrateError> {
     let mut width = master_dims
         .iter()
         .map(|&(b, _, c)| c as u32 * b)
@@ -101,11 +102,7 @@ pub(super) fn sensor_section(
             ix.sensor.noise_source.clone(),
         )
     } else {
-        bail!(
-            "cannot measure gain and read noise: photon transfer needs two flat frames and \
-             two bias frames of one binning; add them, or give the gain and read noise in \
-             the calibrate options"
-        );
+        return Err(CalibrateError::NoGain);
     };
     Ok(SensorSection {
         width_px: width,
@@ -232,24 +229,26 @@ pub(super) fn write_set(
     out: &Path,
     ix: &CalibrationIndex,
     replaced: Vec<String>,
-) -> anyhow::Result<()> {
+) -> Result<(), CalibrateError> {
     let index_path = out.join(INDEX_FILE);
     ix.validate(&index_path)?;
     let tmp = out.join(format!(".{INDEX_FILE}.tmp"));
-    std::fs::write(&tmp, ix.to_toml()).with_context(|| {
-        format!(
-            "{}: cannot write; check free space and permissions",
-            tmp.display()
-        )
+    std::fs::write(&tmp, ix.to_toml()).map_err(|source| CalibrateError::Io {
+        path: tmp.clone(),
+        what: "cannot write; check free space and permissions",
+        source,
     })?;
-    std::fs::rename(&tmp, &index_path)
-        .with_context(|| format!("{}: cannot replace", index_path.display()))?;
+    std::fs::rename(&tmp, &index_path).map_err(|source| CalibrateError::Io {
+        path: index_path.clone(),
+        what: "cannot replace",
+        source,
+    })?;
     let still_named: Vec<&str> = ix.files().into_iter().map(|(_, f)| f).collect();
     for f in replaced {
         if !still_named.contains(&f.as_str()) {
             let _ = std::fs::remove_file(out.join(&f));
         }
     }
-    CalibrationSet::load(out).context("the calibration set just written does not load")?;
+    CalibrationSet::load(out).map_err(CalibrateError::WrittenSetDoesNotLoad)?;
     Ok(())
 }

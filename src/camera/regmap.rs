@@ -136,6 +136,23 @@ pub struct RegisterMap {
     by_name: HashMap<String, usize>,
 }
 
+/// Why a register refuses a value (the value, and the rule it breaks).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    #[error("is a string register")]
+    StringRegister,
+    #[error("{value} is outside the type's range {lo}..={hi}")]
+    OutOfRange { value: i64, lo: i64, hi: i64 },
+    #[error("{value} is not one of {allowed:?}")]
+    NotAllowed { value: i64, allowed: Vec<i64> },
+    #[error("{value} is below the minimum {min} {unit}")]
+    BelowMinimum { value: i64, min: i64, unit: String },
+    #[error("{value} is above the maximum {max} {unit}")]
+    AboveMaximum { value: i64, max: i64, unit: String },
+    #[error("{value} is not a multiple of {step}")]
+    NotAMultiple { value: i64, step: i64 },
+}
+
 impl Register {
     /// Bytes the register occupies.
     pub fn byte_len(&self) -> usize {
@@ -146,35 +163,46 @@ impl Register {
     }
 
     /// Whether `v` is a value this register accepts (type range, min/max, step, values).
-    pub fn check_value(&self, v: i64) -> Result<(), String> {
+    pub fn check_value(&self, v: i64) -> Result<(), ValueError> {
         let (lo, hi) = match self.kind {
             RegType::U32 => (0, u32::MAX as i64),
             RegType::I32 => (i32::MIN as i64, i32::MAX as i64),
             RegType::Bool => (0, 1),
             RegType::Command => (1, 1),
-            RegType::String => return Err("is a string register".into()),
+            RegType::String => return Err(ValueError::StringRegister),
         };
         if v < lo || v > hi {
-            return Err(format!("{v} is outside the type's range {lo}..={hi}"));
+            return Err(ValueError::OutOfRange { value: v, lo, hi });
         }
         if let Some(values) = &self.values {
             if !values.contains(&v) {
-                return Err(format!("{v} is not one of {values:?}"));
+                return Err(ValueError::NotAllowed {
+                    value: v,
+                    allowed: values.clone(),
+                });
             }
         }
         if let Some(min) = self.min {
             if v < min {
-                return Err(format!("{v} is below the minimum {min} {}", self.unit));
+                return Err(ValueError::BelowMinimum {
+                    value: v,
+                    min,
+                    unit: self.unit.clone(),
+                });
             }
         }
         if let Some(max) = self.max {
             if v > max {
-                return Err(format!("{v} is above the maximum {max} {}", self.unit));
+                return Err(ValueError::AboveMaximum {
+                    value: v,
+                    max,
+                    unit: self.unit.clone(),
+                });
             }
         }
         if let Some(step) = self.step {
             if step > 0 && v % step != 0 {
-                return Err(format!("{v} is not a multiple of {step}"));
+                return Err(ValueError::NotAMultiple { value: v, step });
             }
         }
         Ok(())
@@ -467,7 +495,11 @@ mod tests {
         assert_eq!(sp.decode(&sp.encode(-9000)), Some(-9000));
         let ts = m.get("StreamTransferSize").unwrap();
         assert!(ts.check_value(1 << 20).is_ok());
-        assert!(ts.check_value(4097).unwrap_err().contains("multiple"));
+        assert!(ts
+            .check_value(4097)
+            .unwrap_err()
+            .to_string()
+            .contains("multiple"));
         let sn = m.get("SerialNumber").unwrap();
         let b = sn.encode_str("SIM-0001").unwrap();
         assert_eq!(b.len(), 16);

@@ -45,6 +45,15 @@ fn default_stream_in() -> u8 {
     0x82
 }
 
+/// A camera's USB ids that cannot be parsed (the text as given, and the expected form).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UsbIdError {
+    #[error("{0:?}: vendor and product ids are 4 hex digits, e.g. 1d6b:0104")]
+    NotHex(String),
+    #[error("{0:?}: expected VID:PID[:SERIAL], e.g. 1d6b:0104:SIM-0001")]
+    Malformed(String),
+}
+
 impl UsbCameraConfig {
     pub fn new(vendor_id: u16, product_id: u16, serial: Option<String>) -> Self {
         UsbCameraConfig {
@@ -59,15 +68,13 @@ impl UsbCameraConfig {
     }
 
     /// Parse `VID:PID[:SERIAL]` with hexadecimal ids, e.g. `1d6b:0104:SIM-0001`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, UsbIdError> {
         let parts: Vec<&str> = text.splitn(3, ':').collect();
         let hex = |s: &str| u16::from_str_radix(s.trim_start_matches("0x"), 16);
         match parts.as_slice() {
             [v, p, rest @ ..] => {
                 let (Ok(v), Ok(p)) = (hex(v), hex(p)) else {
-                    return Err(format!(
-                        "{text:?}: vendor and product ids are 4 hex digits, e.g. 1d6b:0104"
-                    ));
+                    return Err(UsbIdError::NotHex(text.to_string()));
                 };
                 let serial = rest
                     .first()
@@ -75,9 +82,7 @@ impl UsbCameraConfig {
                     .map(|s| s.to_string());
                 Ok(UsbCameraConfig::new(v, p, serial))
             }
-            _ => Err(format!(
-                "{text:?}: expected VID:PID[:SERIAL], e.g. 1d6b:0104:SIM-0001"
-            )),
+            _ => Err(UsbIdError::Malformed(text.to_string())),
         }
     }
 

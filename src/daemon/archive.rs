@@ -8,13 +8,15 @@
 //! - `<YYYY-MM-DD>/<id>/` — finished: every file fsync'd, renamed from `.staging` only after
 //!   the record was committed to the outbox, then the parent folders fsync'd. A folder here
 //!   is complete and its record is in the outbox.
-//! - `failed/<id>/` — raw frames whose processing failed, with `error.txt`, kept for a person.
+//! - `failed/<id>/` — raw frames that could not be processed (a bad input), with
+//!   `error.txt`, kept for a person. Frames the disk failed to read stay in `.staging`.
 //! - `<YYYY-MM-DD>/<id>/.delivered` — written once the outbox says the broker acknowledged
 //!   the record: retention deletes only folders that have it.
 //!
 //! Recovery at start ([`Archive::recover`]): a staging folder with a readable `record.json`
 //! and every output (`.outputs-complete`) is committed (commits are idempotent by id) and
-//! finished; one with the raw acquisition but not all outputs is processed again (its id, hence its record's id, is kept); anything else
+//! finished; one with the raw acquisition but not all outputs is processed again (its id,
+//! hence its record's id, is kept), and so is one the disk fails to read; anything else
 //! (a crash while the raw frames were written) is removed. So a crash at any moment leaves
 //! no half-written acquisition folder and loses no acquisition that reached the disk.
 //!
@@ -29,6 +31,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::acquire::Capture;
+use crate::errors::Fault;
 use crate::formats::acquisition_folder::{self, FrameKind};
 use crate::record::MeasurementRecord;
 use crate::simulate::Truth;
@@ -193,15 +196,27 @@ impl Archive {
                     staging: dir,
                     record: Box::new(record),
                 });
-            } else if acquisition_folder::read(&dir).is_ok() {
-                out.push(Leftover::Raw { staging: dir, id });
-            } else {
-                tracing::warn!(
-                    "{}: an acquisition interrupted while its frames were written; removed",
-                    dir.display()
-                );
-                std::fs::remove_dir_all(&dir)
-                    .map_err(|e| err(&dir, format!("cannot remove: {e}")))?;
+                continue;
+            }
+            match acquisition_folder::read(&dir) {
+                Ok(_) => out.push(Leftover::Raw { staging: dir, id }),
+                // The frames may be whole on a disk that failed to read them: never removed
+                // for that; processing tries again (and leaves them here if it fails too).
+                Err(e) if e.fault() == Fault::Storage => {
+                    tracing::error!(
+                        "{}: cannot read the raw frames ({e}); kept for processing",
+                        dir.display()
+                    );
+                    out.push(Leftover::Raw { staging: dir, id });
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "{}: an acquisition interrupted while its frames were written; removed",
+                        dir.display()
+                    );
+                    std::fs::remove_dir_all(&dir)
+                        .map_err(|e| err(&dir, format!("cannot remove: {e}")))?;
+                }
             }
         }
         Ok(out)
@@ -291,9 +306,20 @@ fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {
         .map_err(|e| err(dir, format!("cannot fsync the folder: {e}")))
 }
 
+/// The free space of the file system holding `path` could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {errno}", path.display())]
+pub struct FreeSpaceError {
+    pub path: PathBuf,
+    pub errno: rustix::io::Errno,
+}
+
 /// Free space for an unprivileged user on the file system holding `path`, MB.
-pub fn free_mb(path: &Path) -> Result<u64, String> {
-    let s = rustix::fs::statvfs(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn free_mb(path: &Path) -> Result<u64, FreeSpaceError> {
+    let s = rustix::fs::statvfs(path).map_err(|errno| FreeSpaceError {
+        path: path.to_path_buf(),
+        errno,
+    })?;
     Ok(s.f_bavail.saturating_mul(s.f_frsize) / 1_000_000)
 }
 
@@ -369,10 +395,28 @@ mod tests {
     }
 
     #[test]
+    fn recovery_keeps_a_folder_the_disk_fails_to_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Archive::open(tmp.path()).unwrap();
+        let id = "0190c0de-0000-7000-8000-000000000001";
+        let dir = a.staging_path(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Reading /proc/self/mem at offset 0 fails with EIO, as a failing disk does.
+        std::os::unix::fs::symlink("/proc/self/mem", dir.join("acquisition.json")).unwrap();
+        let left = a.recover().unwrap();
+        assert!(dir.is_dir(), "never removed for a read error");
+        assert!(
+            matches!(&left[..], [Leftover::Raw { id: i, .. }] if i == id),
+            "{left:?}"
+        );
+    }
+
+    #[test]
     fn free_space_is_reported() {
         assert!(free_mb(Path::new("/")).is_ok());
         assert!(free_mb(Path::new("/no/such/dir"))
             .unwrap_err()
+            .to_string()
             .contains("/no/such/dir"));
     }
 }

@@ -147,5 +147,5 @@ pub fn status(a: StatusArgs) -> anyhow::Result<i32> {
 
 /// `lumiq demo`.
 pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
-    super::demo::run(a.acquisitions, a.config.as_deref())
+    Ok(super::demo::run(a.acquisitions, a.config.as_deref())?)
 }

@@ -16,7 +16,7 @@
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::socket::AcquireRequest;
+use super::socket::{AcquireRequest, RequestError};
 use super::Shared;
 use crate::delivery::wire::NewEvent;
 use crate::delivery::{EventKind, Severity};
@@ -36,15 +36,22 @@ pub struct LimsCommand {
     pub acquire: bool,
 }
 
+/// Why a command cannot be used: the reason published in the `command_rejected` event.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("not a command ({0}); send {{\"study_id\":\"…\",\"subject_ids\":[\"…\"],\"acquire\":false}}")]
+    NotACommand(serde_json::Error),
+    #[error("the command names no study, no subjects and does not ask to acquire")]
+    Empty,
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
 /// Parse and check a payload; the error is the reason published in the event.
-pub fn parse(payload: &[u8]) -> Result<LimsCommand, String> {
-    let c: LimsCommand = serde_json::from_slice(payload).map_err(|e| {
-        format!(
-            "not a command ({e}); send {{\"study_id\":\"…\",\"subject_ids\":[\"…\"],\"acquire\":false}}"
-        )
-    })?;
+pub fn parse(payload: &[u8]) -> Result<LimsCommand, CommandError> {
+    let c: LimsCommand = serde_json::from_slice(payload).map_err(CommandError::NotACommand)?;
     if c.study_id.is_none() && c.subject_ids.is_empty() && !c.acquire {
-        return Err("the command names no study, no subjects and does not ask to acquire".into());
+        return Err(CommandError::Empty);
     }
     c.as_request().validate()?;
     Ok(c)
@@ -62,7 +69,7 @@ impl LimsCommand {
     }
 }
 
-fn rejected(reason: &str, payload: &[u8]) -> NewEvent {
+fn rejected(reason: &dyn std::fmt::Display, payload: &[u8]) -> NewEvent {
     let shown: String = String::from_utf8_lossy(payload).chars().take(200).collect();
     NewEvent::new(
         EventKind::Fault,
@@ -108,7 +115,10 @@ mod tests {
     fn check(payload: &str, expect: Result<(), &str>) {
         match (parse(payload.as_bytes()), expect) {
             (Ok(_), Ok(())) => {}
-            (Err(e), Err(needle)) => assert!(e.contains(needle), "{e:?} should mention {needle:?}"),
+            (Err(e), Err(needle)) => assert!(
+                e.to_string().contains(needle),
+                "{e:?} should mention {needle:?}"
+            ),
             (got, want) => panic!("{payload}: got {got:?}, want {want:?}"),
         }
     }

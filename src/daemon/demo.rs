@@ -25,11 +25,51 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use super::{RunHooks, Shared};
-use crate::config::{BrokerSettings, CameraKind, ControllerKind, Settings};
+use crate::config::{BrokerSettings, CameraKind, ConfigError, ControllerKind, Settings};
+use crate::simulate::calibration_frames::SHIPPED_SET_DIR;
+
+/// Why the demo could not run. Messages name what is missing and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("--acquisitions 0: give the number of records to wait for (1 or more)")]
+    NoAcquisitions,
+    #[error("no broker: --config has no [broker] section and `mosquitto` is not installed; install it (Debian: apt install mosquitto) or pass --config with a [broker] section")]
+    NoBroker,
+    #[error("cannot start {}", .0.display())]
+    StartBroker(PathBuf, #[source] std::io::Error),
+    #[error("{} did not listen on 127.0.0.1:{port} within 10 s", bin.display())]
+    BrokerSilent { bin: PathBuf, port: u16 },
+    #[error("the demo's broker settings")]
+    BrokerSettings(#[source] toml::de::Error),
+    #[error("lumiq demo: the simulated instrument's calibration set ({SHIPPED_SET_DIR}) is not here; run the demo from the repository's root")]
+    NoCalibration,
+    #[error("cannot create {}", .0.display())]
+    Create(PathBuf, #[source] std::io::Error),
+    #[error("cannot copy {}", .0.display())]
+    Copy(PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::delivery::DeliveryError),
+    #[error(transparent)]
+    Subscribe(#[from] rumqttc::ClientError),
+    #[error("the demo's subscriber cannot reach {url}: {error}")]
+    SubscriberUnreachable {
+        url: String,
+        error: Box<rumqttc::ConnectionError>,
+    },
+    #[error("the demo's subscriber got no answer from {0}")]
+    SubscriberSilent(String),
+    #[error("the demo's subscriber could not subscribe at {0}")]
+    NotSubscribed(String),
+    #[error(transparent)]
+    Daemon(#[from] super::DaemonError),
+}
 
 /// Settings of the demo when no `--config` is given.
 const DEMO_SETTINGS: &str = r#"
@@ -52,13 +92,13 @@ auto_interval_s = 3
 struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(what: &str) -> anyhow::Result<TempDir> {
+    fn new(what: &str) -> Result<TempDir, DemoError> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
         let p =
             std::env::temp_dir().join(format!("lumiq-demo-{what}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
+        std::fs::create_dir_all(&p).map_err(|e| DemoError::Create(p.clone(), e))?;
         Ok(TempDir(p))
     }
     fn path(&self) -> &Path {
@@ -97,9 +137,9 @@ fn find_mosquitto() -> Option<PathBuf> {
     })
 }
 
-fn start_broker() -> anyhow::Result<(DemoBroker, u16)> {
+fn start_broker() -> Result<(DemoBroker, u16), DemoError> {
     let Some(bin) = find_mosquitto() else {
-        bail!("no broker: --config has no [broker] section and `mosquitto` is not installed; install it (Debian: apt install mosquitto) or pass --config with a [broker] section");
+        return Err(DemoError::NoBroker);
     };
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let dir = TempDir::new("broker")?;
@@ -115,15 +155,12 @@ fn start_broker() -> anyhow::Result<(DemoBroker, u16)> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
+        .map_err(|e| DemoError::StartBroker(bin.clone(), e))?;
     let broker = DemoBroker { child, _dir: dir };
     let t0 = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if t0.elapsed() > Duration::from_secs(10) {
-            bail!(
-                "{} did not listen on 127.0.0.1:{port} within 10 s",
-                bin.display()
-            );
+            return Err(DemoError::BrokerSilent { bin, port });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -131,22 +168,22 @@ fn start_broker() -> anyhow::Result<(DemoBroker, u16)> {
     Ok((broker, port))
 }
 
-fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+fn copy_dir(from: &Path, to: &Path) -> Result<(), DemoError> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
         let e = e?;
         if e.file_type()?.is_file() {
             std::fs::copy(e.path(), to.join(e.file_name()))
-                .with_context(|| format!("cannot copy {}", e.path().display()))?;
+                .map_err(|err| DemoError::Copy(e.path(), err))?;
         }
     }
     Ok(())
 }
 
 /// Run the demo.
-pub fn run(acquisitions: Option<usize>, config: Option<&Path>) -> anyhow::Result<()> {
+pub fn run(acquisitions: Option<usize>, config: Option<&Path>) -> Result<(), DemoError> {
     if acquisitions == Some(0) {
-        bail!("--acquisitions 0: give the number of records to wait for (1 or more)");
+        return Err(DemoError::NoAcquisitions);
     }
     let _ = crate::logging::init(crate::config::LogFormat::Text, "info");
     let mut settings = match config {
@@ -169,7 +206,7 @@ pub fn run(acquisitions: Option<usize>, config: Option<&Path>) -> anyhow::Result
         let (b, port) = start_broker()?;
         _broker = Some(b);
         let b: BrokerSettings = toml::from_str(&format!("host = \"127.0.0.1\"\nport = {port}\n"))
-            .context("the demo's broker settings")?;
+            .map_err(DemoError::BrokerSettings)?;
         settings.broker = Some(b);
     }
     settings.validate()?;
@@ -210,14 +247,16 @@ pub fn run(acquisitions: Option<usize>, config: Option<&Path>) -> anyhow::Result
             match tokio::time::timeout(Duration::from_secs(10), el.poll()).await {
                 Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => bail!("the demo's subscriber cannot reach {}: {e}", broker.url()),
-                Err(_) => bail!("the demo's subscriber got no answer from {}", broker.url()),
+                Ok(Err(error)) => {
+                    return Err(DemoError::SubscriberUnreachable {
+                        url: broker.url(),
+                        error: Box::new(error),
+                    })
+                }
+                Err(_) => return Err(DemoError::SubscriberSilent(broker.url())),
             }
             if t0.elapsed() > Duration::from_secs(10) {
-                bail!(
-                    "the demo's subscriber could not subscribe at {}",
-                    broker.url()
-                );
+                return Err(DemoError::NotSubscribed(broker.url()));
             }
         }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
@@ -285,13 +324,6 @@ pub fn run(acquisitions: Option<usize>, config: Option<&Path>) -> anyhow::Result
 
 /// The calibration set shipped for the simulated instrument
 /// ([`crate::simulate::calibration_frames::shipped_set_dir`]), or why it is not here.
-fn shipped_simulated_calibration() -> anyhow::Result<PathBuf> {
-    use crate::simulate::calibration_frames::{shipped_set_dir, SHIPPED_SET_DIR};
-    shipped_set_dir()
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "the simulated instrument's calibration set ({SHIPPED_SET_DIR}) is not here; run the demo from the repository's root"
-            )
-        })
-        .context("lumiq demo")
+fn shipped_simulated_calibration() -> Result<PathBuf, DemoError> {
+    crate::simulate::calibration_frames::shipped_set_dir().ok_or(DemoError::NoCalibration)
 }

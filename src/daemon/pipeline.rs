@@ -22,7 +22,7 @@
 //! captures channel; process drains what is queued and exits, closing records; commit
 //! drains and exits.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::archive::Leftover;
+use super::archive::{Archive, Leftover};
 use super::socket::AcquireRequest;
 use super::status::{FluxValue, LastAcquisition};
 use super::Shared;
@@ -39,6 +39,8 @@ use crate::acquire::{Capture, CaptureError, Imager, SequenceConfig};
 use crate::controller::Event;
 use crate::delivery::wire::NewEvent;
 use crate::delivery::{EventKind, OutboxError, Severity};
+use crate::errors::{one_line, Fault};
+use crate::job::JobError;
 use crate::process::ProcessingParams;
 use crate::record::MeasurementRecord;
 use crate::simulate::Truth;
@@ -83,6 +85,48 @@ pub struct Processed {
     pub captured_at: Option<DateTime<Utc>>,
     pub record: Box<MeasurementRecord>,
     pub trigger: String,
+}
+
+/// Why an acquisition could not be processed, by whose fault: the daemon keeps a bad
+/// input apart and leaves an acquisition the disk failed under for the next start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessingError {
+    /// The acquisition cannot be processed as it is (its frames, metadata or calibration):
+    /// its raw frames are kept in `archive/failed/` with the reason.
+    #[error(transparent)]
+    Input(JobError),
+    /// The disk failed to read or write it (see [`Fault::Storage`]): the raw frames may be
+    /// fine, so they stay in staging and the next start processes them again.
+    #[error(transparent)]
+    Storage(JobError),
+    /// A folder in staging whose name is not an acquisition id: a bad input.
+    #[error(transparent)]
+    Id(#[from] uuid::Error),
+}
+
+impl From<JobError> for ProcessingError {
+    fn from(e: JobError) -> Self {
+        match e.fault() {
+            Fault::Input => ProcessingError::Input(e),
+            Fault::Storage => ProcessingError::Storage(e),
+        }
+    }
+}
+
+/// What becomes of the raw frames in `staging` after `e` (described by `msg`), in words for
+/// the status: a bad input goes to `archive/failed/`; after a storage failure they stay
+/// where they are, for the next start.
+fn keep_unprocessed(archive: &Archive, staging: &Path, e: &ProcessingError, msg: &str) -> String {
+    match e {
+        ProcessingError::Input(_) | ProcessingError::Id(_) => match archive.fail(staging, msg) {
+            Ok(p) => format!("; raw frames kept in {}", p.display()),
+            Err(e) => format!("; the raw frames could not be kept: {e}"),
+        },
+        ProcessingError::Storage(_) => format!(
+            "; the raw frames stay in {} and are processed again at the next start",
+            staging.display()
+        ),
+    }
 }
 
 /// How the acquire stage watches the instrument between acquisitions.
@@ -340,7 +384,7 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
     let cal = shared.calibration_dir.clone();
     let staged_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let mut quantify_ms = 0.0;
-    let r = (|| -> anyhow::Result<crate::job::JobOutput> {
+    let r = (|| -> Result<crate::job::JobOutput, ProcessingError> {
         let t1 = Instant::now();
         let input = crate::job::load(&staging, Some(&cal))?;
         let params = ProcessingParams {
@@ -389,8 +433,11 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
             let t2 = Instant::now();
             let written = crate::job::write_outputs(&staging, &out).and_then(|()| {
                 let mark = staging.join(super::archive::OUTPUTS_MARK);
-                std::fs::write(&mark, b"")
-                    .map_err(|e| anyhow::anyhow!("{}: cannot write: {e}", mark.display()))
+                std::fs::write(&mark, b"").map_err(|source| JobError::Write {
+                    path: mark,
+                    what: "cannot write",
+                    source,
+                })
             });
             tracing::info!(
                 "acquisition {id}: outputs written in {:.0} ms",
@@ -404,7 +451,8 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
                     }
                 }
                 (true, Err(e)) => tracing::error!(
-                    "acquisition {id} committed, but its outputs could not be written ({e:#}); it stays in {} and is processed again at the next start",
+                    "acquisition {id} committed, but its outputs could not be written ({}); it stays in {} and is processed again at the next start",
+                    one_line(&e),
                     staging.display()
                 ),
                 (false, _) => tracing::error!(
@@ -414,12 +462,9 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
             }
         }
         Err(e) => {
-            let msg = format!("processing failed: {e:#}");
+            let msg = format!("processing failed: {}", one_line(&e));
             tracing::error!("acquisition {id}: {msg}");
-            let kept = match shared.archive.fail(&staging, &msg) {
-                Ok(p) => format!("; raw frames kept in {}", p.display()),
-                Err(e) => format!("; the raw frames could not be kept: {e}"),
-            };
+            let kept = keep_unprocessed(&shared.archive, &staging, &e, &msg);
             shared.fail(&id, &trigger, acquired_at, &format!("{msg}{kept}"));
         }
     }
@@ -516,4 +561,61 @@ pub fn failure_event(id: &str, msg: &str) -> NewEvent {
         format!("acquisition {id} failed: {msg}"),
     )
     .detail("acquisition_id", id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::FormatError;
+
+    /// A raw acquisition in staging whose metadata (`{}`) names no frame.
+    fn staged(a: &Archive, id: &str) -> PathBuf {
+        let dir = a.staging_path(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("acquisition.json"), "{}").unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_bad_input_is_kept_in_failed_and_a_failing_disk_leaves_it_staged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Archive::open(tmp.path()).unwrap();
+
+        // Reading the frames failed with EIO: the frames may be fine.
+        let dir = staged(&a, "0190c0de-0000-7000-8000-000000000001");
+        let eio = std::io::Error::from_raw_os_error(5);
+        let e = ProcessingError::from(JobError::Format(FormatError::io(&dir, eio)));
+        assert!(matches!(e, ProcessingError::Storage(_)), "{e:?}");
+        let said = keep_unprocessed(&a, &dir, &e, "processing failed");
+        assert!(dir.is_dir(), "left in staging");
+        assert!(!tmp.path().join("failed").exists());
+        assert!(said.contains("processed again at the next start"), "{said}");
+
+        // A folder that is not an acquisition: kept apart, with the reason.
+        let e = ProcessingError::from(JobError::UnknownFolder(dir.clone()));
+        assert!(matches!(e, ProcessingError::Input(_)), "{e:?}");
+        let said = keep_unprocessed(&a, &dir, &e, "processing failed: x");
+        let failed = tmp.path().join("failed").join(dir.file_name().unwrap());
+        assert!(!dir.exists() && failed.is_dir());
+        assert!(said.contains("raw frames kept in"), "{said}");
+        assert_eq!(
+            std::fs::read_to_string(failed.join("error.txt")).unwrap(),
+            "processing failed: x\n"
+        );
+    }
+
+    #[test]
+    fn a_missing_frame_is_the_input_and_an_unreadable_one_the_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Archive::open(tmp.path()).unwrap();
+        let dir = staged(&a, "0190c0de-0000-7000-8000-000000000002");
+        // acquisition.json names no frames that exist: a bad input.
+        let e = ProcessingError::from(crate::job::load(&dir, Some(tmp.path())).err().unwrap());
+        assert!(matches!(e, ProcessingError::Input(_)), "{e:?}");
+        // The disk returns EIO for the metadata (reading /proc/self/mem at 0 does).
+        std::fs::remove_file(dir.join("acquisition.json")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/mem", dir.join("acquisition.json")).unwrap();
+        let e = ProcessingError::from(crate::job::load(&dir, Some(tmp.path())).err().unwrap());
+        assert!(matches!(e, ProcessingError::Storage(_)), "{e:?}");
+    }
 }

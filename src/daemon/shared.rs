@@ -17,17 +17,59 @@ use uuid::Uuid;
 
 use crate::camera::Clock;
 use crate::config::Settings;
-use crate::delivery::{Outbox, PublisherHandle};
+use crate::delivery::{Outbox, OutboxError, PublisherHandle};
 use crate::formats::calibration_set::CalibrationSet;
 
 use super::archive::{self, Archive};
 use super::notify::Heartbeat;
 use super::pipeline::{self, Job};
-use super::socket::{AcquireRequest, Request, Response};
+use super::socket::{AcquireRequest, Request, RequestError, Response};
 use super::status::{
     self, AcquisitionCounters, CalibrationStatus, CameraStatus, ControllerStatus, DaemonState,
     DiskStatus, LastAcquisition, QcStatus, QueueStatus, QueuesStatus, Refusals, StatusReport,
 };
+
+/// Why a trigger was refused. Each kind has its own counter in the status
+/// ([`Refusal::counter`]); the words are the status's `last` refusal and the answer to
+/// `lumiq acquire`.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("the daemon is stopping")]
+    Stopping,
+    #[error("invalid request: {0}")]
+    InvalidRequest(RequestError),
+    #[error("only {free_mb} MB free on {} (state.min_free_disk_mb = {min_mb}); free some space", dir.display())]
+    DiskLow {
+        free_mb: u64,
+        min_mb: u64,
+        dir: PathBuf,
+    },
+    /// The outbox refuses new records (full).
+    #[error(transparent)]
+    OutboxFull(OutboxError),
+    #[error("processing is behind: {waiting} captures wait for it (channels.captures = {capacity}); try again when one is done")]
+    ProcessingBehind { waiting: usize, capacity: usize },
+    /// The camera's last error.
+    #[error("the camera is not connected ({0}); check its USB cable and power")]
+    CameraUnavailable(String),
+    #[error("an acquisition is already waiting to start; try again when it has begun")]
+    Busy,
+}
+
+impl Refusal {
+    /// The status counter of this kind of refusal.
+    pub fn counter(&self) -> fn(&mut Refusals) -> &mut u64 {
+        match self {
+            Refusal::Stopping => |r| &mut r.stopping,
+            Refusal::InvalidRequest(_) => |r| &mut r.invalid_request,
+            Refusal::DiskLow { .. } => |r| &mut r.disk_low,
+            Refusal::OutboxFull(_) => |r| &mut r.outbox_full,
+            Refusal::ProcessingBehind { .. } => |r| &mut r.processing_queue_full,
+            Refusal::CameraUnavailable(_) => |r| &mut r.camera_unavailable,
+            Refusal::Busy => |r| &mut r.busy,
+        }
+    }
+}
 
 /// The loops whose progress the watchdog needs.
 #[derive(Debug)]
@@ -84,53 +126,44 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn refuse(&self, kind: fn(&mut Refusals) -> &mut u64, why: String) -> String {
+    /// Count a refusal in the status and hand it back.
+    pub(super) fn refuse(&self, why: Refusal) -> Refusal {
         let mut s = self.lock();
-        *kind(&mut s.refusals) += 1;
+        *why.counter()(&mut s.refusals) += 1;
         s.refusals.total += 1;
-        s.refusals.last = Some(why.clone());
+        s.refusals.last = Some(why.to_string());
         why
     }
 
     /// Ask for an acquisition: its id, or why it is refused (counted in the status).
-    pub fn trigger(&self, req: AcquireRequest, trigger: &str) -> Result<String, String> {
+    pub fn trigger(&self, req: AcquireRequest, trigger: &str) -> Result<String, Refusal> {
         if self.stopping.load(Ordering::SeqCst) {
-            return Err(self.refuse(|r| &mut r.stopping, "the daemon is stopping".into()));
+            return Err(self.refuse(Refusal::Stopping));
         }
         if let Err(e) = req.validate() {
-            return Err(self.refuse(|r| &mut r.invalid_request, format!("invalid request: {e}")));
+            return Err(self.refuse(Refusal::InvalidRequest(e)));
         }
         let min = self.settings.state.min_free_disk_mb;
         if let Ok(free) = archive::free_mb(&self.settings.state.dir) {
             if free < min {
-                return Err(self.refuse(
-                    |r| &mut r.disk_low,
-                    format!(
-                        "only {free} MB free on {} (state.min_free_disk_mb = {min}); free some space",
-                        self.settings.state.dir.display()
-                    ),
-                ));
+                return Err(self.refuse(Refusal::DiskLow {
+                    free_mb: free,
+                    min_mb: min,
+                    dir: self.settings.state.dir.clone(),
+                }));
             }
         }
         if let Err(e) = self.outbox.admit() {
-            return Err(self.refuse(|r| &mut r.outbox_full, e.to_string()));
+            return Err(self.refuse(Refusal::OutboxFull(e)));
         }
-        let cap = self.settings.channels.captures;
+        let capacity = self.settings.channels.captures;
         let waiting = self.captures_waiting.load(Ordering::SeqCst);
-        if waiting >= cap {
-            return Err(self.refuse(
-                |r| &mut r.processing_queue_full,
-                format!(
-                    "processing is behind: {waiting} captures wait for it (channels.captures = {cap}); try again when one is done"
-                ),
-            ));
+        if waiting >= capacity {
+            return Err(self.refuse(Refusal::ProcessingBehind { waiting, capacity }));
         }
         if !self.lock().camera.connected {
             let e = self.lock().camera.last_error.clone().unwrap_or_default();
-            return Err(self.refuse(
-                |r| &mut r.camera_unavailable,
-                format!("the camera is not connected ({e}); check its USB cable and power"),
-            ));
+            return Err(self.refuse(Refusal::CameraUnavailable(e)));
         }
         let id = Uuid::now_v7();
         let job = Job {
@@ -150,11 +183,8 @@ impl Shared {
                 self.lock().counters.triggered += 1;
                 Ok(id.to_string())
             }
-            Err(true) => Err(self.refuse(
-                |r| &mut r.busy,
-                "an acquisition is already waiting to start; try again when it has begun".into(),
-            )),
-            Err(false) => Err(self.refuse(|r| &mut r.stopping, "the daemon is stopping".into())),
+            Err(true) => Err(self.refuse(Refusal::Busy)),
+            Err(false) => Err(self.refuse(Refusal::Stopping)),
         }
     }
 
@@ -263,7 +293,7 @@ impl Shared {
         let dir = &self.settings.state.dir;
         let (free_mb, disk_error) = match archive::free_mb(dir) {
             Ok(f) => (Some(f), None),
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, Some(e.to_string())),
         };
         let s = self.lock();
         let mut r = StatusReport {

@@ -51,31 +51,46 @@ pub struct AcquireRequest {
     pub interval_s: Option<f64>,
 }
 
+/// What is wrong with an [`AcquireRequest`]: the field and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RequestError {
+    #[error("study_id is empty: give the study's id or leave it out")]
+    EmptyStudy,
+    #[error("subject_ids contains an empty id")]
+    EmptySubject,
+    #[error("subject_ids has {0} ids; the imager holds at most {MAX_SUBJECTS} animals")]
+    TooManySubjects(usize),
+    #[error("kinetic must be 1 or more frames")]
+    NoKineticFrames,
+    #[error("interval_s = {0}: give a positive number of seconds")]
+    Interval(f64),
+    #[error("interval_s is only meaningful with kinetic = N")]
+    IntervalWithoutKinetic,
+}
+
+/// The most animals the imager holds.
+const MAX_SUBJECTS: usize = 5;
+
 impl AcquireRequest {
     /// Check the request's values; the error says which field and the fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RequestError> {
         if let Some(s) = &self.study_id {
             if s.trim().is_empty() {
-                return Err("study_id is empty: give the study's id or leave it out".into());
+                return Err(RequestError::EmptyStudy);
             }
         }
         if self.subject_ids.iter().any(|s| s.trim().is_empty()) {
-            return Err("subject_ids contains an empty id".into());
+            return Err(RequestError::EmptySubject);
         }
-        if self.subject_ids.len() > 5 {
-            return Err(format!(
-                "subject_ids has {} ids; the imager holds at most 5 animals",
-                self.subject_ids.len()
-            ));
+        if self.subject_ids.len() > MAX_SUBJECTS {
+            return Err(RequestError::TooManySubjects(self.subject_ids.len()));
         }
         match (self.kinetic, self.interval_s) {
-            (Some(0), _) => return Err("kinetic must be 1 or more frames".into()),
+            (Some(0), _) => return Err(RequestError::NoKineticFrames),
             (Some(_), Some(s)) if !(s.is_finite() && s > 0.0) => {
-                return Err(format!(
-                    "interval_s = {s}: give a positive number of seconds"
-                ))
+                return Err(RequestError::Interval(s))
             }
-            (None, Some(_)) => return Err("interval_s is only meaningful with kinetic = N".into()),
+            (None, Some(_)) => return Err(RequestError::IntervalWithoutKinetic),
             _ => {}
         }
         Ok(())
@@ -117,12 +132,12 @@ impl Response {
             error: None,
         }
     }
-    pub fn refused(error: impl Into<String>) -> Response {
+    pub fn refused(error: impl std::fmt::Display) -> Response {
         Response {
             ok: false,
             status: None,
             acquisition_id: None,
-            error: Some(error.into()),
+            error: Some(error.to_string()),
         }
     }
 }

@@ -243,7 +243,10 @@ struct AtThreshold<'a> {
 }
 
 impl SegmentationModel for AtThreshold<'_> {
-    fn probability(&self, input: ndarray::ArrayView2<f32>) -> Result<Array2<f32>, String> {
+    fn probability(
+        &self,
+        input: ndarray::ArrayView2<f32>,
+    ) -> Result<Array2<f32>, crate::process::ModelFailure> {
         self.inner.probability(input)
     }
     fn identity(&self) -> &ModelIdentity {

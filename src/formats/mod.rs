@@ -12,6 +12,8 @@ pub mod tiff_io;
 
 use std::path::{Path, PathBuf};
 
+use crate::errors::Fault;
+
 /// Everything that can be wrong with an input file or folder. Each message names the file
 /// (or field) and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,15 @@ impl FormatError {
             path: path.to_path_buf(),
             field: field.into(),
             fix: fix.into(),
+        }
+    }
+
+    /// Whether the file is wrong ([`Fault::Input`]) or the disk failed to read or write it
+    /// ([`Fault::Storage`]; see [`Fault::of_io`]).
+    pub fn fault(&self) -> Fault {
+        match self {
+            FormatError::Io { source, .. } => Fault::of_io(source),
+            _ => Fault::Input,
         }
     }
 }

@@ -31,7 +31,10 @@ mod surface;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
-pub use pipeline::{quantify, quantify_with, ModelIdentity, Quantification, SegmentationModel};
+pub use pipeline::{
+    quantify, quantify_with, ModelFailure, ModelIdentity, ProcessError, Quantification,
+    SegmentationModel,
+};
 
 /// Facts about the sensor that the noise model needs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -86,9 +86,26 @@ fn detect_working(
 /// their own I/O-free inference (the tract runtime in `crate::segment`, a closure in tests).
 pub trait SegmentationModel: Sync {
     /// Probability map, same shape as `input` (`segment_input::model_input`).
-    fn probability(&self, input: ArrayView2<f32>) -> Result<Array2<f32>, String>;
+    fn probability(&self, input: ArrayView2<f32>) -> Result<Array2<f32>, ModelFailure>;
     /// Which model this is, and its decision threshold.
     fn identity(&self) -> &ModelIdentity;
+}
+
+/// Why a segmentation model gave no usable probability map, in the words of its runtime
+/// (whose error types the core does not know) or of the core's check of its output.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ModelFailure {
+    pub reason: String,
+}
+
+impl ModelFailure {
+    /// The failure `e` describes.
+    pub fn new(e: impl std::fmt::Display) -> Self {
+        ModelFailure {
+            reason: e.to_string(),
+        }
+    }
 }
 
 /// What a record says about the model that found its regions.
@@ -134,11 +151,11 @@ fn detect_with(
                 .probability(input.view())
                 .map_err(ProcessError::Segmentation)?;
             if probability.dim() != g.net.dim() {
-                return Err(ProcessError::Segmentation(format!(
+                return Err(ProcessError::Segmentation(ModelFailure::new(format!(
                     "the model returned a {:?} map for a {:?} working grid",
                     probability.dim(),
                     g.net.dim()
-                )));
+                ))));
             }
             let threshold = model.identity().threshold;
             let mut mask = probability.mapv(|p| p >= threshold);
@@ -215,7 +232,7 @@ pub enum ProcessError {
     #[error("the {} detector needs a segmentation model and none was loaded; load one (lumiq process --model PATH, or $LUMIQ_MODEL) or choose --detector classical", .0.as_str())]
     NoModel(Detector),
     #[error("the segmentation model failed: {0}")]
-    Segmentation(String),
+    Segmentation(ModelFailure),
 }
 
 /// Counters of what the chain changed.

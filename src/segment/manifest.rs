@@ -44,12 +44,9 @@ pub struct ManifestEntry {
 
 /// The entries of a manifest: `[[model]]` tables, a single `[model]` table, or the
 /// entry's keys at the top level.
-fn entries(text: &str) -> Result<Vec<ManifestEntry>, String> {
-    let value: toml::Table = toml::from_str(text).map_err(|e| e.message().to_string())?;
-    let parse = |v: toml::Value| -> Result<ManifestEntry, String> {
-        v.try_into()
-            .map_err(|e: toml::de::Error| e.message().to_string())
-    };
+fn entries(text: &str) -> Result<Vec<ManifestEntry>, toml::de::Error> {
+    let value: toml::Table = toml::from_str(text)?;
+    let parse = |v: toml::Value| -> Result<ManifestEntry, toml::de::Error> { v.try_into() };
     match value.get("model") {
         Some(toml::Value::Array(items)) => items.iter().cloned().map(parse).collect(),
         Some(t @ toml::Value::Table(_)) => Ok(vec![parse(t.clone())?]),
@@ -97,7 +94,8 @@ pub fn manifest_entry(model_path: &Path) -> Result<(PathBuf, ManifestEntry), Seg
     let parsed = entries(&text).map_err(|e| SegmentError::Manifest {
         path: manifest.clone(),
         reason: format!(
-            "not a valid manifest ({e}); each model needs name, file, sha256, opset and threshold"
+            "not a valid manifest ({}); each model needs name, file, sha256, opset and threshold",
+            e.message()
         ),
     })?;
     let file_name = model_path

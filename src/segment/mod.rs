@@ -24,7 +24,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_hir::internal::DimLike;
 
 use crate::process::segment_input::{PAD_MULTIPLE, TILE_OVERLAP_PX};
-use crate::process::{Detector, ModelIdentity, SegmentationModel};
+use crate::process::{Detector, ModelFailure, ModelIdentity, SegmentationModel};
 pub use manifest::{resolve_model_path, ManifestEntry, MODEL_ENV};
 pub use tiling::TileLayout;
 
@@ -296,8 +296,8 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 impl SegmentationModel for TractSegmenter {
-    fn probability(&self, input: ArrayView2<f32>) -> Result<Array2<f32>, String> {
-        self.run(input).map_err(|e| e.to_string())
+    fn probability(&self, input: ArrayView2<f32>) -> Result<Array2<f32>, ModelFailure> {
+        self.run(input).map_err(ModelFailure::new)
     }
 
     fn identity(&self) -> &ModelIdentity {

@@ -9,7 +9,6 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use rayon::prelude::*;
 
@@ -18,6 +17,23 @@ use crate::acquisition::{AcquisitionMeta, RawAcquisition, SourceFormat};
 use crate::calibrate::CalibrateOptions;
 use crate::formats::acquisition_folder::{self, FrameKind};
 use crate::formats::calibration_set::CoefficientEntry;
+use crate::formats::FormatError;
+
+/// Why the raw calibration frames could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationFramesError {
+    #[error("{}: cannot create; check permissions", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("binning {binning} does not fit the {sensor_px}-pixel sensor")]
+    Binning { binning: u32, sensor_px: usize },
+    /// A frame's folder could not be written.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+}
 
 /// Where the simulated instrument's calibration set is shipped, relative to the
 /// repository's root (or an installed working directory).
@@ -85,9 +101,11 @@ pub fn simulate_raw_calibration_frames(
     out_dir: &Path,
     binnings: &[u32],
     n_frames: usize,
-) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("{}: cannot create; check permissions", out_dir.display()))?;
+) -> Result<Vec<PathBuf>, CalibrationFramesError> {
+    std::fs::create_dir_all(out_dir).map_err(|source| CalibrationFramesError::CreateDir {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let t0 = Utc
         .with_ymd_and_hms(2026, 1, 5, 8, 0, 0)
         .single()
@@ -95,10 +113,10 @@ pub fn simulate_raw_calibration_frames(
     let mut jobs = Vec::new();
     for &b in binnings {
         if b == 0 || inst.frame_px(b) == 0 {
-            bail!(
-                "binning {b} does not fit the {}-pixel sensor",
-                inst.sensor_px
-            );
+            return Err(CalibrationFramesError::Binning {
+                binning: b,
+                sensor_px: inst.sensor_px,
+            });
         }
         for kind in [FrameKind::Bias, FrameKind::Dark, FrameKind::Flat] {
             for i in 0..n_frames {
@@ -106,7 +124,7 @@ pub fn simulate_raw_calibration_frames(
             }
         }
     }
-    let results: Vec<anyhow::Result<PathBuf>> = jobs
+    let results: Vec<Result<PathBuf, CalibrationFramesError>> = jobs
         .par_iter()
         .enumerate()
         .map(|(j, &(b, kind, i))| {

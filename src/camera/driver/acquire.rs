@@ -62,7 +62,7 @@ impl Camera {
                 problem: er
                     .check_value(exposure_us as i64)
                     .err()
-                    .unwrap_or_else(|| "not a number".into()),
+                    .map_or_else(|| "not a number".into(), |e| e.to_string()),
             });
         }
         self.register("Binning")?
@@ -70,7 +70,7 @@ impl Camera {
             .map_err(|problem| CameraError::BadValue {
                 register: "Binning".into(),
                 value: req.binning.to_string(),
-                problem,
+                problem: problem.to_string(),
             })?;
         let attempts = self.cfg.frame_attempts.max(1);
         let mut last = String::new();

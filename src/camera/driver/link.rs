@@ -261,7 +261,7 @@ impl Camera {
             .map_err(|problem| CameraError::BadValue {
                 register: name.into(),
                 value: value.to_string(),
-                problem,
+                problem: problem.to_string(),
             })?;
         let data = r.encode(value);
         self.transact(

@@ -319,7 +319,7 @@ impl Camera {
             .map_err(|problem| CameraError::BadValue {
                 register: "CoolingSetpoint".into(),
                 value: format!("{setpoint_c} °C"),
-                problem,
+                problem: problem.to_string(),
             })?;
         self.desired.cooling_setpoint_cc = Some(cc);
         self.write("CoolingSetpoint", cc)?;

@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::MeasurementRecord;
 
+mod error;
+pub use error::{OutboxError, ReplayRefusal};
+
 /// Per-instrument sequence number of a committed record: 1, 2, 3, ... without gaps.
 pub type Seq = u64;
 
@@ -67,48 +70,6 @@ pub enum FullReason {
     UnackedCap { cap: u64 },
     /// The database or the disk under it has no room (SQLITE_FULL).
     Disk,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum OutboxError {
-    #[error("outbox {path}: full ({}); {unacked} records are waiting for the broker and all are kept; new acquisitions are refused until {}", describe_full(reason), remedy_full(reason))]
-    Full {
-        path: String,
-        reason: FullReason,
-        unacked: u64,
-    },
-    #[error("outbox {path}: holds records of instrument {outbox:?}, not {record:?}; give each instrument its own outbox file")]
-    WrongInstrument {
-        path: String,
-        outbox: String,
-        record: String,
-    },
-    #[error("outbox {path}: {detail}")]
-    Storage { path: String, detail: String },
-    #[error("outbox {path}: replay from seq {from_seq}: {detail}")]
-    Replay {
-        path: String,
-        from_seq: Seq,
-        detail: String,
-    },
-}
-
-fn describe_full(r: &FullReason) -> String {
-    match r {
-        FullReason::UnackedCap { cap } => {
-            format!("{cap} unacknowledged records, the configured cap")
-        }
-        FullReason::Disk => "no space left for the database".into(),
-    }
-}
-
-fn remedy_full(r: &FullReason) -> &'static str {
-    match r {
-        FullReason::UnackedCap { .. } => {
-            "the broker acknowledges records again (check `lumiq status`: broker link)"
-        }
-        FullReason::Disk => "space is freed on the outbox's disk (or its size cap is raised)",
-    }
 }
 
 /// One stored record as the publisher needs it.
@@ -599,16 +560,16 @@ impl Outbox {
     /// sends it again (flagged `replay`). Rows pruned after their retention cannot come back:
     /// the outcome says where the replay really starts.
     pub fn request_replay(&self, from_seq: Seq) -> Result<ReplayOutcome, OutboxError> {
-        let replay_err = |detail: String| OutboxError::Replay {
+        let replay_err = |detail: ReplayRefusal| OutboxError::Replay {
             path: self.path.display().to_string(),
             from_seq,
             detail,
         };
         if from_seq == 0 {
-            return Err(replay_err("seqs start at 1".into()));
+            return Err(replay_err(ReplayRefusal::SeqZero));
         }
         let mut g = self.lock();
-        let outcome = (|| -> rusqlite::Result<Result<ReplayOutcome, String>> {
+        let outcome = (|| -> rusqlite::Result<Result<ReplayOutcome, ReplayRefusal>> {
             let tx = g
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -620,17 +581,15 @@ impl Outbox {
                 )
                 .optional()?;
             let Some(last) = last.map(|l| l as Seq) else {
-                return Ok(Err("the outbox has never held a record".into()));
+                return Ok(Err(ReplayRefusal::NeverHeld));
             };
             if from_seq > last {
-                return Ok(Err(format!("the last seq committed is {last}")));
+                return Ok(Err(ReplayRefusal::PastLast(last)));
             }
             let oldest: Option<i64> =
                 tx.query_row("SELECT MIN(seq) FROM outbox", [], |r| r.get(0))?;
             let Some(oldest) = oldest.map(|o| o as Seq) else {
-                return Ok(Err(format!(
-                    "every record up to seq {last} was pruned after its retention"
-                )));
+                return Ok(Err(ReplayRefusal::AllPruned(last)));
             };
             let from = from_seq.max(oldest);
             let already: i64 = tx.query_row(

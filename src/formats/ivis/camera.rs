@@ -235,8 +235,28 @@ pub(super) fn ccd_map(info: &ClickInfo) -> Result<CcdMap, FormatError> {
     })
 }
 
+/// What is wrong with a CCDMap value (`what` names the list: "bad columns", ...).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(super) enum CcdMapError {
+    #[error("item {0:?} is not a whole number")]
+    NotANumber(String),
+    #[error("{what} {n} is negative (only -1 closes a list)")]
+    Negative { what: &'static str, n: i64 },
+    #[error("the list of {0} is not closed by -1")]
+    NotClosed(&'static str),
+    #[error("the list of {what} ends inside a group of {width}")]
+    CutGroup { what: &'static str, width: usize },
+    #[error("{what} {at}: start {start} is after end {end}")]
+    Span {
+        what: &'static str,
+        at: usize,
+        start: usize,
+        end: usize,
+    },
+}
+
 /// The grammar of [`ccd_map`], on the value alone; the error says what is wrong.
-pub(super) fn parse_ccd_map(value: &str) -> Result<CcdMap, String> {
+pub(super) fn parse_ccd_map(value: &str) -> Result<CcdMap, CcdMapError> {
     let mut numbers = Vec::new();
     for item in value.split(',').map(str::trim) {
         if item.is_empty() {
@@ -244,26 +264,24 @@ pub(super) fn parse_ccd_map(value: &str) -> Result<CcdMap, String> {
         }
         let n: i64 = item
             .parse()
-            .map_err(|_| format!("item {item:?} is not a whole number"))?;
+            .map_err(|_| CcdMapError::NotANumber(item.to_string()))?;
         numbers.push(n);
     }
     let mut rest = numbers.as_slice();
-    let coordinate = |n: i64, what: &str| {
-        usize::try_from(n).map_err(|_| format!("{what} {n} is negative (only -1 closes a list)"))
+    let coordinate = |n: i64, what: &'static str| {
+        usize::try_from(n).map_err(|_| CcdMapError::Negative { what, n })
     };
     // One list: groups of `width` numbers until a group starts with -1.
-    let mut list = |width: usize, what: &str| -> Result<Vec<Vec<usize>>, String> {
+    let mut list = |width: usize, what: &'static str| -> Result<Vec<Vec<usize>>, CcdMapError> {
         let mut groups = Vec::new();
         loop {
             match rest.first() {
-                None => return Err(format!("the list of {what} is not closed by -1")),
+                None => return Err(CcdMapError::NotClosed(what)),
                 Some(-1) => {
                     rest = &rest[1..];
                     return Ok(groups);
                 }
-                Some(_) if rest.len() < width => {
-                    return Err(format!("the list of {what} ends inside a group of {width}"))
-                }
+                Some(_) if rest.len() < width => return Err(CcdMapError::CutGroup { what, width }),
                 Some(_) => {
                     let group = rest[..width]
                         .iter()
@@ -275,14 +293,16 @@ pub(super) fn parse_ccd_map(value: &str) -> Result<CcdMap, String> {
             }
         }
     };
-    let span = |g: &[usize], what: &str| {
+    let span = |g: &[usize], what: &'static str| {
         if g[1] <= g[2] {
             Ok((g[0], g[1], g[2]))
         } else {
-            Err(format!(
-                "{what} {}: start {} is after end {}",
-                g[0], g[1], g[2]
-            ))
+            Err(CcdMapError::Span {
+                what,
+                at: g[0],
+                start: g[1],
+                end: g[2],
+            })
         }
     };
     let columns = list(3, "bad columns")?
@@ -367,7 +387,7 @@ mod tests {
             ("5,10,2,-1,-1,-1,0,0", "after end"),
             ("pixel 120,455; column 1337", "not a whole number"),
         ] {
-            let e = parse_ccd_map(bad).unwrap_err();
+            let e = parse_ccd_map(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
         // Bad column and row segments mark every binned pixel they touch.
