@@ -71,6 +71,17 @@ fn run_day(
     (records, seq)
 }
 
+/// Check `value` against `schemas/NAME`.
+fn assert_valid(name: &str, value: &impl serde::Serialize) {
+    let path = format!("{}/schemas/{name}", env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let v = jsonschema::validator_for(&schema).unwrap();
+    let value = serde_json::to_value(value).unwrap();
+    let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}");
+}
+
 fn cv(v: &[f64]) -> f64 {
     let n = v.len() as f64;
     let m = v.iter().sum::<f64>() / n;
@@ -120,6 +131,10 @@ fn ten_days_on_a_drifting_instrument_give_comparable_numbers() {
         );
         for r in &records {
             assert!(r.qc.qc_id.is_some(), "every record names its QC");
+        }
+        if day == 0 {
+            assert_valid("measurement.schema.json", &records[0]);
+            assert_valid("sequence.schema.json", &seq);
         }
         // The single image a lab takes 5–20 min after injecting: the series' frame nearest
         // to a delay drawn in that range.
