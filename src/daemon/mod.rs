@@ -36,6 +36,7 @@ pub mod socket;
 pub mod status;
 
 mod instrument;
+mod qc;
 mod shared;
 
 pub use shared::{Heartbeats, Shared};

@@ -400,6 +400,7 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
         // The acquisition id is the record's id: processing the same frames again (after a
         // crash) gives the same id, and the outbox and the LIMS deduplicate it.
         out.record.measurement_id = Uuid::parse_str(&id)?;
+        super::qc::apply_to_record(&shared.settings, &mut out.record);
         Ok(out)
     })();
     match r {

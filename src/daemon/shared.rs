@@ -26,7 +26,7 @@ use super::pipeline::{self, Job};
 use super::socket::{AcquireRequest, Request, RequestError, Response};
 use super::status::{
     self, AcquisitionCounters, CalibrationStatus, CameraStatus, ControllerStatus, DaemonState,
-    DiskStatus, LastAcquisition, QcStatus, QueueStatus, QueuesStatus, Refusals, StatusReport,
+    DiskStatus, LastAcquisition, QueueStatus, QueuesStatus, Refusals, StatusReport,
 };
 
 /// Why a trigger was refused. Each kind has its own counter in the status
@@ -248,14 +248,19 @@ impl Shared {
         }
     }
 
-    /// Read the calibration set's index again (after darks were added, periodically).
-    pub(crate) fn refresh_calibration(&self) {
-        let now = self
-            .clock
+    /// Now on the instrument's clock (simulated for the simulated instrument): the clock
+    /// acquisitions are stamped with.
+    fn instrument_now(&self) -> chrono::DateTime<Utc> {
+        self.clock
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map_or_else(Utc::now, |c| c.utc_now());
+            .map_or_else(Utc::now, |c| c.utc_now())
+    }
+
+    /// Read the calibration set's index again (after darks were added, periodically).
+    pub(crate) fn refresh_calibration(&self) {
+        let now = self.instrument_now();
         let st = calibration_status(
             &self.calibration_dir,
             f64::from(self.settings.calibration.max_age_days),
@@ -327,11 +332,7 @@ impl Shared {
             },
             delivery,
             calibration: s.calibration.clone(),
-            qc: QcStatus {
-                last_at: None,
-                age_days: None,
-                note: "no QC run recorded (lumiq has no QC procedure yet)".into(),
-            },
+            qc: super::qc::status_now(&self.settings, self.instrument_now()),
             disk: DiskStatus {
                 path: dir.display().to_string(),
                 free_mb,

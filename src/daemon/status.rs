@@ -9,6 +9,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::qc::qc_attention;
+pub use super::qc::QcStatus;
 use crate::delivery::{DeliveryStatus, LinkState};
 
 /// `lumiq status` exit code: all fine.
@@ -156,15 +158,6 @@ pub struct CalibrationStatus {
     pub error: Option<String>,
 }
 
-/// Quality control. No QC procedure records its runs yet: `last_at` stays empty and is
-/// not a reason for attention.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QcStatus {
-    pub last_at: Option<String>,
-    pub age_days: Option<f64>,
-    pub note: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiskStatus {
     pub path: String,
@@ -202,7 +195,7 @@ pub struct StatusReport {
 }
 
 pub const SCHEMA: &str = "lumiq.daemon_status";
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 fn age_s(since: &str, now: DateTime<Utc>) -> Option<f64> {
     let t = DateTime::parse_from_rfc3339(since).ok()?;
@@ -270,6 +263,7 @@ pub fn attention(r: &StatusReport, now: DateTime<Utc>) -> Vec<String> {
             ));
         }
     }
+    out.extend(qc_attention(&r.qc));
     match (&r.calibration.age_days, &r.calibration.error) {
         (_, Some(e)) => out.push(format!(
             "calibration set {} unusable: {e}",
@@ -501,9 +495,12 @@ pub fn render_table(r: &StatusReport) -> String {
     ));
     rows.push((
         "QC",
-        match r.qc.age_days {
-            Some(a) => format!("{a:.0} d ago"),
-            None => r.qc.note.clone(),
+        match (r.qc.age_days, r.qc.response_factor) {
+            (Some(a), Some(k)) => format!(
+                "{a:.1} d ago, response factor {k:.4}{}",
+                if r.qc.stale { " (stale)" } else { "" }
+            ),
+            _ => r.qc.note.clone(),
         },
     ));
     rows.push((
@@ -627,11 +624,7 @@ mod tests {
                 max_age_days: 30.0,
                 error: None,
             },
-            qc: QcStatus {
-                last_at: None,
-                age_days: None,
-                note: "none".into(),
-            },
+            qc: QcStatus::default(),
             disk: DiskStatus {
                 path: "/".into(),
                 free_mb: Some(10_000),
