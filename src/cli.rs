@@ -70,6 +70,9 @@ pub enum Command {
     /// Daily QC: measure the reference light source in each FOLDER, append the result to
     /// the QC history (exit 1 when one is out of tolerance or invalid).
     Qc(crate::qc::cli::QcArgs),
+    /// Each tumour's peak flux against day across a study (calibrated and QC-corrected),
+    /// its growth rate and doubling time: trend.csv, tumours.csv and trend.png.
+    Trend(crate::trend::cli::TrendArgs),
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +234,15 @@ pub struct SimulateArgs {
     /// click it names (`Background Click`) in this library folder (for `--ivis-backgrounds`).
     #[arg(long, value_name = "DIR", conflicts_with = "unusable_dark")]
     pub background_library: Option<PathBuf>,
+    /// Write a longitudinal study on a drifting instrument instead of one acquisition: each
+    /// day the reference source's image (OUT/qc/dayNN) and a kinetic series after an
+    /// injection (OUT/frames/dayNN/frame-NNN), with OUT/study.json (the truth) and
+    /// OUT/lumiq.toml (its [qc] source); see docs/qc.md.
+    #[arg(long)]
+    pub study: bool,
+    /// Study: days to simulate.
+    #[arg(long, default_value_t = 10, requires = "study")]
+    pub days: usize,
     /// Calibration frames: binnings to simulate.
     #[arg(long, value_delimiter = ',', default_values_t = [4u32, 8])]
     pub binnings: Vec<u32>,
@@ -303,6 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Acquire(a) => exit_with(crate::daemon::cli::acquire(a)?),
         Command::Status(a) => exit_with(crate::daemon::cli::status(a)?),
         Command::Qc(a) => exit_with(crate::qc::cli::run(a)?),
+        Command::Trend(a) => exit_with(crate::trend::cli::run(a)?),
     }
 }
 
@@ -465,6 +478,30 @@ fn simulate(a: SimulateArgs) -> anyhow::Result<()> {
         sensor_px: a.sensor_px,
         ..Instrument::default()
     };
+    if a.study {
+        let cal = crate::simulate::calibration_frames::shipped_set_dir().ok_or_else(|| {
+            anyhow::anyhow!("the simulated instrument's calibration set (calibration/sim-ivis-01) is not here: run from the repository")
+        })?;
+        let cal = std::fs::canonicalize(&cal)?;
+        let spec = crate::simulate::study::StudySpec {
+            seed: a.seed,
+            days: a.days,
+            ..Default::default()
+        };
+        let truth = crate::simulate::study::plan(&inst, &spec);
+        crate::simulate::write::write_study(&inst, &truth, &a.out, &cal)?;
+        eprintln!(
+            "wrote a {}-day study under {}: run `lumiq qc --config {}/lumiq.toml {}/qc/*`, then `lumiq trend {}/frames --qc-history {}/state/qc/history.jsonl --out {}/report`",
+            a.days,
+            a.out.display(),
+            a.out.display(),
+            a.out.display(),
+            a.out.display(),
+            a.out.display(),
+            a.out.display()
+        );
+        return Ok(());
+    }
     if a.calibration_frames {
         let folders = crate::simulate::calibration_frames::simulate_raw_calibration_frames(
             &inst,

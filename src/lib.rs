@@ -18,6 +18,7 @@
 //! - [`job`]: one acquisition end to end: load, quantify, record, write outputs.
 //! - [`qc`]: `lumiq qc`, the daily check against a reference light source, and the QC
 //!   history that records are corrected from.
+//! - [`trend`]: `lumiq trend`, each tumour's flux against day across a study, growth rates.
 //! - [`batch`]: `lumiq batch`, a lab's archive of folders quantified into one CSV table.
 //! - [`delivery`]: the durable outbox and the MQTT publisher that delivers every record.
 //! - [`camera`]: the cooled CCD over USB (USB3 Vision-shaped codecs, rusb transport,
@@ -60,3 +61,4 @@ pub mod segment;
 pub mod sequence;
 pub mod simulate;
 pub mod stats;
+pub mod trend;

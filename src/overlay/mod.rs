@@ -32,6 +32,7 @@ use ndarray::Array2;
 
 use crate::stats::percentile_sorted;
 
+pub mod plot;
 mod text;
 
 use text::{draw_text, draw_text_upwards, text_size, GLYPH_ADVANCE, GLYPH_HEIGHT};

@@ -245,3 +245,58 @@ pub fn write_ivis_with(
     )?;
     write_truth(dir, sim, roi_truth(sim, &rois), &animal_numbers)
 }
+
+/// Write a simulated study (see [`super::study`]) under `dir`: `qc/dayNN` (the reference
+/// source's image of each day), `frames/dayNN/frame-NNN` (each day's kinetic series, with
+/// `truth.json`), `study.json` (the study's truth) and `lumiq.toml` (a configuration whose
+/// `[qc]` describes the simulated source, state in `dir/state`, calibration set
+/// `calibration_dir`), so that `lumiq qc --config dir/lumiq.toml dir/qc/*` and
+/// `lumiq trend dir/frames --qc-history dir/state/qc/history.jsonl` run on it.
+pub fn write_study(
+    inst: &Instrument,
+    truth: &super::study::StudyTruth,
+    dir: &Path,
+    calibration_dir: &Path,
+) -> Result<(), FormatError> {
+    for day in 0..truth.days.len() {
+        let d = super::study::simulate_day(inst, truth, day);
+        write_lumiq(
+            &dir.join(format!("qc/day{day:02}")),
+            &d.qc_image,
+            Vec::new(),
+        )?;
+        for (k, sim) in d.series.iter().enumerate() {
+            let f = dir.join(format!("frames/day{day:02}/frame-{:03}", k + 1));
+            write_lumiq(&f, sim, Vec::new())?;
+        }
+    }
+    let path = dir.join("study.json");
+    let json = serde_json::to_string_pretty(truth).expect("the study's truth serialises");
+    std::fs::write(&path, json).map_err(|e| FormatError::io(&path, e))?;
+    let s = &truth.spec;
+    let config = format!(
+        "# The simulated study's instrument: `lumiq qc --config {cfg} {qc}/day*`.\n\
+         [instrument]\nid = {id:?}\nsite = \"simulated-lab\"\n\n\
+         [state]\ndir = {state:?}\n\n\
+         [calibration]\ndir = {cal:?}\n\n\
+         [qc]\nsource_id = {src:?}\nsource_kind = \"{kind}\"\nradiance = {rad:e}\n\
+         radiance_rel_uncertainty = {unc}\nreference_date = {date:?}\nhalf_life_days = {half}\n\
+         source_centre_cm = [{cx}, {cy}]\nsource_radius_cm = {r}\ntolerance = 0.1\nvalid_hours = 26\n",
+        cfg = dir.join("lumiq.toml").display(),
+        qc = dir.join("qc").display(),
+        id = inst.instrument_id,
+        state = dir.join("state").display().to_string(),
+        cal = calibration_dir.display().to_string(),
+        src = s.source.id,
+        kind = if s.source.half_life_days > 0.0 { "tritium" } else { "led" },
+        rad = s.source.radiance_p_s_cm2_sr,
+        unc = s.source.radiance_rel_uncertainty,
+        date = s.source.reference_date.to_rfc3339(),
+        half = s.source.half_life_days,
+        cx = s.placement.centre_cm[0],
+        cy = s.placement.centre_cm[1],
+        r = s.placement.radius_cm,
+    );
+    let path = dir.join("lumiq.toml");
+    std::fs::write(&path, config).map_err(|e| FormatError::io(&path, e))
+}
