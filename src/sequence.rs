@@ -74,6 +74,9 @@ pub struct SequenceRegion {
     /// Area under the net flux curve over the series, photons.
     pub auc: Value,
     pub peak_covered: bool,
+    /// The region held saturated pixels in at least one frame: those frames' fluxes, and
+    /// so perhaps the peak, are lower bounds.
+    pub saturated: bool,
     /// The curve: minutes, net flux and its frame-to-frame 1σ.
     pub points: Vec<KineticPoint>,
 }
@@ -219,6 +222,7 @@ pub fn build(
                 unit: "{photons}".into(),
             },
             peak_covered: summary.peak_covered,
+            saturated: found.iter().any(|&(f, r)| region(f, r).saturated),
             points,
         });
     }

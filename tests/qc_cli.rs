@@ -59,11 +59,17 @@ fn qc_process_and_trend_on_a_simulated_study() {
         assert_eq!(r["verdict"], "pass");
         let k = r["response_factor"]["value"].as_f64().unwrap();
         let truth_k = truth["days"][d]["response"].as_f64().unwrap();
-        assert!((k / truth_k - 1.0).abs() < 0.01, "day {d}: {k} vs {truth_k}");
+        assert!(
+            (k / truth_k - 1.0).abs() < 0.01,
+            "day {d}: {k} vs {truth_k}"
+        );
     }
     assert!(text(&out.stderr).contains("QC pass: response factor"));
     let history = dir.join("state/qc/history.jsonl");
-    assert_eq!(std::fs::read_to_string(&history).unwrap().lines().count(), 3);
+    assert_eq!(
+        std::fs::read_to_string(&history).unwrap().lines().count(),
+        3
+    );
 
     // One frame of day 1, processed with the history: corrected by day 1's QC.
     let frame = dir.join("frames/day01/frame-004");
@@ -133,9 +139,10 @@ fn a_qc_that_cannot_see_its_source_is_kept_as_invalid_and_exits_1() {
     simulate_study(&dir, "1");
     // The source is described 6 cm away from where it sits.
     let config = dir.join("lumiq.toml");
-    let text_cfg = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("source_centre_cm = [11.2, 11.2]", "source_centre_cm = [5.2, 11.2]");
+    let text_cfg = std::fs::read_to_string(&config).unwrap().replace(
+        "source_centre_cm = [11.2, 11.2]",
+        "source_centre_cm = [5.2, 11.2]",
+    );
     std::fs::write(&config, text_cfg).unwrap();
     let out = lumiq(&[
         "qc",

@@ -171,6 +171,7 @@ fn ten_days_on_a_drifting_instrument_give_comparable_numbers() {
                 "day {day}: tumour {ti} (peak at {:.2} min): the series spans the peak; {:?}",
                 truth.days[day].time_to_peak_min[st.tumour.mouse], track.points
             );
+            assert!(!track.saturated, "day {day}: tumour {ti} saturated");
             corrected_peak[ti].push(track.qc_corrected_peak_flux.as_ref().unwrap().value);
             calibrated_peak[ti].push(track.peak_flux.value);
             let region = single_record

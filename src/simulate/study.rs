@@ -268,12 +268,21 @@ pub fn simulate_day(inst: &Instrument, truth: &StudyTruth, day: usize) -> StudyD
     qc_image.meta.subject_ids.clear();
     qc_image.meta.study_id = None;
 
+    // The exposure shortens as the tumours grow (as auto-exposure would), within the
+    // range the calibration set's 60 s darks scale to (15 s and up).
+    let growth = truth
+        .tumours
+        .iter()
+        .map(|t| t.growth_per_day)
+        .fold(0.0f64, f64::max);
+    let exposure_s = (2.0 * scene.exposure_s * (-growth * day as f64).exp())
+        .clamp(15.0_f64.min(scene.exposure_s), scene.exposure_s);
     let series = d
         .frame_start_min
         .iter()
         .enumerate()
         .map(|(k, &start_min)| {
-            let mid_min = start_min + scene.exposure_s / 120.0;
+            let mid_min = start_min + exposure_s / 120.0;
             let tumours: Vec<TrueTumour> = truth
                 .tumours
                 .iter()
@@ -288,6 +297,7 @@ pub fn simulate_day(inst: &Instrument, truth: &StudyTruth, day: usize) -> StudyD
                     .seed
                     .wrapping_mul(1000)
                     .wrapping_add(day as u64 * 100 + k as u64),
+                exposure_s,
                 ..scene.clone()
             };
             let at = d.injection_time + Duration::milliseconds((start_min * 60_000.0) as i64);

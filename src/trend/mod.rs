@@ -47,6 +47,9 @@ pub struct TrendPoint {
     pub corrected_peak_flux_sigma: Option<f64>,
     pub time_to_peak_min: f64,
     pub peak_covered: bool,
+    /// Saturated in the session: its peak is a lower bound, left out of the growth fit
+    /// and the spread.
+    pub saturated: bool,
     /// The QC state of the session's records (the worst of them).
     pub qc_state: String,
     pub qc_response_factor: Option<f64>,
@@ -60,6 +63,8 @@ pub struct TumourSummary {
     pub subject_id: String,
     pub tumour: String,
     pub sessions: usize,
+    /// Sessions left out of the fit and the spread because the tumour was saturated.
+    pub sessions_saturated: usize,
     /// Growth rate, per day (ln units), of the corrected peak flux (the calibrated one
     /// where a session has no QC), with its 1σ.
     pub growth_per_day: Option<f64>,
@@ -216,6 +221,7 @@ pub fn build(records: &[MeasurementRecord]) -> Trend {
                 corrected_peak_flux_sigma: g.qc_corrected_peak_flux.as_ref().map(|v| v.uncertainty),
                 time_to_peak_min: g.time_to_peak_min,
                 peak_covered: g.peak_covered,
+                saturated: g.saturated,
                 qc_state: serde_json::to_value(qc_state)
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
@@ -240,6 +246,7 @@ pub fn summarise(points: &[TrendPoint]) -> Vec<TumourSummary> {
         .map(|((study, tumour), ps)| {
             let ys: Vec<(f64, f64, f64)> = ps
                 .iter()
+                .filter(|p| !p.saturated)
                 .filter_map(|p| {
                     let (v, s) = match (p.corrected_peak_flux, p.corrected_peak_flux_sigma) {
                         (Some(v), Some(s)) => (v, s),
@@ -259,6 +266,7 @@ pub fn summarise(points: &[TrendPoint]) -> Vec<TumourSummary> {
                 subject_id: ps[0].subject_id.clone(),
                 tumour,
                 sessions: ps.len(),
+                sessions_saturated: ps.iter().filter(|p| p.saturated).count(),
                 growth_per_day: fit.map(|f| f.0),
                 growth_per_day_sigma: fit.map(|f| f.1),
                 doubling_days: fit.and_then(|f| (f.0 > 0.0).then(|| std::f64::consts::LN_2 / f.0)),
@@ -349,6 +357,7 @@ mod tests {
             corrected_peak_flux_sigma: Some(0.01 * v),
             time_to_peak_min: 8.0,
             peak_covered: true,
+            saturated: false,
             qc_state: "current".into(),
             qc_response_factor: Some(1.1),
         }
