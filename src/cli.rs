@@ -73,6 +73,9 @@ pub enum Command {
     /// Each tumour's peak flux against day across a study (calibrated and QC-corrected),
     /// its growth rate and doubling time: trend.csv, tumours.csv and trend.png.
     Trend(crate::trend::cli::TrendArgs),
+    /// The sequence record of one kinetic series: each region's peak flux, time to peak,
+    /// area under the curve and whether the series covered the peak, as one JSON object.
+    Kinetics(crate::trend::cli::KineticsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -316,6 +319,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(a) => exit_with(crate::daemon::cli::status(a)?),
         Command::Qc(a) => exit_with(crate::qc::cli::run(a)?),
         Command::Trend(a) => exit_with(crate::trend::cli::run(a)?),
+        Command::Kinetics(a) => crate::trend::cli::kinetics(a),
     }
 }
 

@@ -95,6 +95,41 @@ fn qc_process_and_trend_on_a_simulated_study() {
     assert_eq!(plain["qc"]["state"], "not_configured");
     assert!(plain["regions"][0].get("qc_corrected_flux").is_none());
 
+    // Day 2's series as one sequence record: every mouse's tumour rose and fell.
+    let out = lumiq(&[
+        "kinetics",
+        dir.join("frames/day02").to_str().unwrap(),
+        "--qc-history",
+        history.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let seq: Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(seq["schema"], "lumiq.sequence");
+    assert_eq!(seq["frames"].as_array().unwrap().len(), 9);
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/sequence.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&seq).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let tumours: Vec<&Value> = seq["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["frames_found"] == 9 && !g["subject_id"].is_null())
+        .collect();
+    assert_eq!(tumours.len(), 5, "{seq}");
+    for g in tumours {
+        assert_eq!(g["peak_covered"], true, "{g}");
+        assert!(!g["qc_corrected_peak_flux"].is_null());
+        let tp = g["time_to_peak_min"].as_f64().unwrap();
+        assert!((5.0..=11.0).contains(&tp), "{tp}");
+    }
+
     // The trend over the three days: constant tumours steady, growing ones at 0.2/day.
     let report = tmp.path().join("report");
     let out = lumiq(&[

@@ -105,7 +105,7 @@ pub fn run(a: TrendArgs) -> anyhow::Result<i32> {
 
 /// The acquisition's record: its `record.json` when it has one (an archive folder), else
 /// quantified now; corrected by `history` when it carries no QC of its own.
-fn record_of(
+pub(crate) fn record_of(
     folder: &Path,
     sources: &Sources,
     history: Option<&[crate::process::qc::QcResult]>,
@@ -172,4 +172,56 @@ fn plot_series(t: &super::Trend) -> Vec<PlotSeries> {
             }
         })
         .collect()
+}
+
+#[derive(Debug, Args)]
+pub struct KineticsArgs {
+    /// The series: a folder holding its frames (`lumiq capture --kinetic` writes
+    /// frame-001, frame-002, ...), the frames themselves, or archive folders with their
+    /// `record.json`.
+    #[arg(required = true, value_name = "DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Calibration set for lumiq folders that are quantified (as for `lumiq process`).
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// The QC history that corrects frames without a QC of their own.
+    #[arg(long, value_name = "FILE")]
+    pub qc_history: Option<PathBuf>,
+}
+
+/// `lumiq kinetics`: the sequence record (`lumiq.sequence`) of one kinetic series, printed
+/// as one JSON object. Every frame must be read: a frame that fails fails the command.
+pub fn kinetics(a: KineticsArgs) -> anyhow::Result<()> {
+    let found = crate::batch::discover(&a.dirs);
+    if let Some(p) = found.problems.first() {
+        anyhow::bail!("{}: {}", p.folder.display(), p.error);
+    }
+    if found.acquisitions.is_empty() {
+        anyhow::bail!(
+            "no acquisition folder below {}: give the series' folder or its frames",
+            a.dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let history = match &a.qc_history {
+        Some(p) => Some(crate::qc::history::load(p)?),
+        None => None,
+    };
+    let sources = Sources {
+        calibration_dir: a.calibration.as_deref(),
+        ..Sources::default()
+    };
+    let records = found
+        .acquisitions
+        .iter()
+        .map(|f| {
+            record_of(f, &sources, history.as_deref()).with_context(|| f.display().to_string())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let seq = crate::sequence::build(&records, uuid::Uuid::now_v7())?;
+    println!("{}", serde_json::to_string_pretty(&seq)?);
+    Ok(())
 }
