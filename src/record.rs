@@ -14,7 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::acquisition::{RawAcquisition, SourceFormat};
+use crate::acquisition::{AcquisitionSettings, RawAcquisition, SourceFormat};
 use crate::process::subjects::{self, IdStatus, SubjectAssignment};
 use crate::process::{
     ProcessingParams, QualityFlag, Quantification, RegionMeasurement, RegionSource,
@@ -102,13 +102,8 @@ pub struct Software {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AcquisitionInfo {
     pub source_format: SourceFormat,
-    pub exposure_s: f64,
-    pub binning: u32,
-    pub f_number: f64,
-    pub fov_cm: f64,
-    pub sensor_temp_c: f64,
-    pub emission_filter: String,
-    pub shelf: Option<String>,
+    #[serde(flatten)]
+    pub settings: AcquisitionSettings,
     pub study_id: Option<String>,
     pub subject_ids: Vec<String>,
     pub injection_time: Option<String>,
@@ -365,13 +360,7 @@ pub fn build(acq: &RawAcquisition, q: &Quantification, ctx: RecordContext) -> Me
         },
         acquisition: AcquisitionInfo {
             source_format: acq.source,
-            exposure_s: m.exposure_s,
-            binning: m.binning,
-            f_number: m.f_number,
-            fov_cm: m.fov_cm,
-            sensor_temp_c: m.sensor_temp_c,
-            emission_filter: m.emission_filter.clone(),
-            shelf: m.shelf.clone(),
+            settings: m.settings.clone(),
             study_id: m.study_id.clone(),
             subject_ids: m.subject_ids.clone(),
             injection_time: m.injection_time.map(rfc3339),
@@ -398,5 +387,44 @@ pub fn build(acq: &RawAcquisition, q: &Quantification, ctx: RecordContext) -> Me
         flags,
         subjects: subjects_record(&assignment, q.pixel_size_cm),
         regions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_acquisition_settings_stay_flat_fields_of_the_record() {
+        let info = AcquisitionInfo {
+            source_format: SourceFormat::IvisClickFolder,
+            settings: AcquisitionSettings {
+                exposure_s: 60.0,
+                binning: 8,
+                f_number: 1.0,
+                fov_cm: 22.4,
+                sensor_temp_c: -90.0,
+                emission_filter: "open".into(),
+                shelf: None,
+            },
+            study_id: None,
+            subject_ids: vec![],
+            injection_time: None,
+            minutes_since_injection: None,
+            view: None,
+            frame_width_px: 256,
+            frame_height_px: 256,
+            pixel_size_cm: 0.0875,
+            has_photograph: false,
+        };
+        let json = serde_json::to_string(&info).unwrap();
+        assert_eq!(
+            json,
+            r#"{"source_format":"ivis_click_folder","exposure_s":60.0,"binning":8,"f_number":1.0,"fov_cm":22.4,"sensor_temp_c":-90.0,"emission_filter":"open","shelf":null,"study_id":null,"subject_ids":[],"injection_time":null,"minutes_since_injection":null,"view":null,"frame_width_px":256,"frame_height_px":256,"pixel_size_cm":0.0875,"has_photograph":false}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<AcquisitionInfo>(&json).unwrap(),
+            info
+        );
     }
 }

@@ -13,7 +13,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rayon::prelude::*;
 
 use super::Instrument;
-use crate::acquisition::{AcquisitionMeta, RawAcquisition, SourceFormat};
+use crate::acquisition::{AcquisitionMeta, AcquisitionSettings, RawAcquisition, SourceFormat};
 use crate::calibrate::CalibrateOptions;
 use crate::formats::acquisition_folder::{self, FrameKind};
 use crate::formats::calibration_set::CoefficientEntry;
@@ -75,13 +75,15 @@ pub fn frame_meta(
     AcquisitionMeta {
         instrument_id: instrument_id.into(),
         acquired_at,
-        exposure_s,
-        binning,
-        f_number: SIM_FLAT_F_NUMBER,
-        fov_cm: SIM_FLAT_FOV_CM,
-        sensor_temp_c,
-        emission_filter: SIM_FLAT_FILTER.into(),
-        shelf: None,
+        settings: AcquisitionSettings {
+            exposure_s,
+            binning,
+            f_number: SIM_FLAT_F_NUMBER,
+            fov_cm: SIM_FLAT_FOV_CM,
+            sensor_temp_c,
+            emission_filter: SIM_FLAT_FILTER.into(),
+            shelf: None,
+        },
         study_id: None,
         subject_ids: vec![],
         injection_time: None,
