@@ -30,7 +30,7 @@ pub struct AcquisitionSettings {
     pub sensor_temp_c: f64,
     /// Emission filter name ("open" when none).
     pub emission_filter: String,
-    /// Stage shelf (A–D) when known.
+    /// Stage shelf (A–D); null (absent in `acquisition.json`) when not known.
     pub shelf: Option<String>,
 }
 
