@@ -111,15 +111,10 @@ mod tests {
         let meta = AcquisitionMeta {
             instrument_id: "sim".into(),
             acquired_at: "2026-03-02T09:00:00Z".parse().unwrap(),
-            settings: AcquisitionSettings {
-                exposure_s: 60.0,
-                binning: 8,
-                f_number: 1.0,
-                fov_cm: 22.4,
-                sensor_temp_c: -90.0,
-                emission_filter: "open".into(),
-                shelf: None,
-            },
+            // The synthetic record's settings: 60 s, binning 8, f/1, 22.4 cm, shelf D.
+            settings: crate::delivery::synthetic::record("sim", 1)
+                .acquisition
+                .settings,
             study_id: None,
             subject_ids: vec!["M1".into()],
             injection_time: None,
@@ -129,7 +124,7 @@ mod tests {
         let json = serde_json::to_string(&meta).unwrap();
         assert_eq!(
             json,
-            r#"{"instrument_id":"sim","acquired_at":"2026-03-02T09:00:00Z","exposure_s":60.0,"binning":8,"f_number":1.0,"fov_cm":22.4,"sensor_temp_c":-90.0,"emission_filter":"open","shelf":null,"study_id":null,"subject_ids":["M1"],"injection_time":null,"view":null,"photograph":null}"#
+            r#"{"instrument_id":"sim","acquired_at":"2026-03-02T09:00:00Z","exposure_s":60.0,"binning":8,"f_number":1.0,"fov_cm":22.4,"sensor_temp_c":-90.0,"emission_filter":"open","shelf":"D","study_id":null,"subject_ids":["M1"],"injection_time":null,"view":null,"photograph":null}"#
         );
         let back: AcquisitionMeta = serde_json::from_str(&json).unwrap();
         assert_eq!(back, meta);

@@ -502,15 +502,10 @@ mod tests {
     fn the_acquisition_settings_stay_flat_fields_of_the_record() {
         let info = AcquisitionInfo {
             source_format: SourceFormat::IvisClickFolder,
-            settings: AcquisitionSettings {
-                exposure_s: 60.0,
-                binning: 8,
-                f_number: 1.0,
-                fov_cm: 22.4,
-                sensor_temp_c: -90.0,
-                emission_filter: "open".into(),
-                shelf: None,
-            },
+            // The synthetic record's settings: 60 s, binning 8, f/1, 22.4 cm, shelf D.
+            settings: crate::delivery::synthetic::record("sim", 1)
+                .acquisition
+                .settings,
             study_id: None,
             subject_ids: vec![],
             injection_time: None,
@@ -524,7 +519,7 @@ mod tests {
         let json = serde_json::to_string(&info).unwrap();
         assert_eq!(
             json,
-            r#"{"source_format":"ivis_click_folder","exposure_s":60.0,"binning":8,"f_number":1.0,"fov_cm":22.4,"sensor_temp_c":-90.0,"emission_filter":"open","shelf":null,"study_id":null,"subject_ids":[],"injection_time":null,"minutes_since_injection":null,"view":null,"frame_width_px":256,"frame_height_px":256,"pixel_size_cm":0.0875,"has_photograph":false}"#
+            r#"{"source_format":"ivis_click_folder","exposure_s":60.0,"binning":8,"f_number":1.0,"fov_cm":22.4,"sensor_temp_c":-90.0,"emission_filter":"open","shelf":"D","study_id":null,"subject_ids":[],"injection_time":null,"minutes_since_injection":null,"view":null,"frame_width_px":256,"frame_height_px":256,"pixel_size_cm":0.0875,"has_photograph":false}"#
         );
         assert_eq!(
             serde_json::from_str::<AcquisitionInfo>(&json).unwrap(),
