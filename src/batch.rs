@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
-use crate::errors::one_line;
+use crate::errors::{one_line, FileError};
 use crate::formats::{acquisition_folder, ivis};
 use crate::job::{self, JobError};
 use crate::process::{ProcessingParams, QualityFlag, RegionSource, SegmentationModel};
@@ -82,14 +82,9 @@ pub enum BatchError {
         #[source]
         source: std::io::Error,
     },
-    /// `what` says which step failed, e.g. "cannot sync to disk".
-    #[error("{}: {what}", path.display())]
-    Io {
-        path: PathBuf,
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A step of writing a file failed, e.g. "cannot sync to disk".
+    #[error(transparent)]
+    Io(#[from] FileError),
     #[error("{}: cannot write", path.display())]
     Csv {
         path: PathBuf,
@@ -412,16 +407,13 @@ impl AtomicCsv {
 
     fn commit(mut self) -> Result<(), BatchError> {
         let w = self.writer.take().expect("committed once");
-        let io = |what, source| BatchError::Io {
-            path: self.tmp.clone(),
-            what,
-            source,
-        };
         let mut file = w
             .into_inner()
-            .map_err(|e| io("cannot write", e.into_error()))?;
+            .map_err(|e| e.into_error())
+            .map_err(FileError::at(&self.tmp, "cannot write"))?;
         file.flush().map_err(BatchError::Flush)?;
-        file.sync_all().map_err(|e| io("cannot sync to disk", e))?;
+        file.sync_all()
+            .map_err(FileError::at(&self.tmp, "cannot sync to disk"))?;
         std::fs::rename(&self.tmp, &self.dest).map_err(|source| BatchError::Rename {
             tmp: self.tmp.clone(),
             dest: self.dest.clone(),

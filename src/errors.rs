@@ -2,8 +2,11 @@
 //! sources into the one line users see, and the line between a bad input and broken
 //! storage.
 //!
-//! Owns: [`one_line`] and [`Fault`]. Every module keeps its own error type (see
+//! Owns: [`one_line`], [`Fault`] and [`FileError`], the failed file operation the error
+//! types of several modules carry. Every module keeps its own error type (see
 //! ARCHITECTURE.md, "Errors"); this module knows none of them.
+
+use std::path::{Path, PathBuf};
 
 /// Whose fault a failure is, for callers that act differently on each: the daemon keeps
 /// a bad acquisition in `archive/failed/`, and leaves one the disk failed to read or write
@@ -28,6 +31,32 @@ impl Fault {
             NotFound | InvalidData | InvalidInput | UnexpectedEof => Fault::Input,
             _ => Fault::Storage,
         }
+    }
+}
+
+/// A file operation that failed: the path, what could not be done (with the fix, where
+/// there is one), and the system's error as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {what}", path.display())]
+pub struct FileError {
+    pub path: PathBuf,
+    /// E.g. "cannot write; check free space and permissions".
+    pub what: &'static str,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl FileError {
+    /// The error of `what` on `path`, for `map_err`:
+    /// `std::fs::read(&p).map_err(FileError::at(&p, "cannot read"))`.
+    pub fn at(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> FileError {
+        let path = path.to_path_buf();
+        move |source| FileError { path, what, source }
+    }
+
+    /// Whether the file or the storage is at fault ([`Fault::of_io`]).
+    pub fn fault(&self) -> Fault {
+        Fault::of_io(&self.source)
     }
 }
 

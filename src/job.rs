@@ -10,7 +10,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::acquisition::RawAcquisition;
-use crate::errors::Fault;
+use crate::errors::{Fault, FileError};
 use crate::formats::FormatError;
 use crate::formats::{acquisition_folder, calibration_set::CalibrationSet, ivis, tiff_io};
 use crate::overlay::{self, OverlayError, OverlayInput, OverlayRegion};
@@ -47,14 +47,9 @@ pub enum JobError {
     Format(#[from] FormatError),
     #[error("cannot quantify the luminescent frame")]
     Quantify(#[source] ProcessError),
-    /// An output could not be written: `what` says which, e.g. "cannot write the record".
-    #[error("{}: {what}", path.display())]
-    Write {
-        path: PathBuf,
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    /// An output could not be written (e.g. "cannot write the record").
+    #[error(transparent)]
+    Write(#[from] FileError),
     #[error(transparent)]
     Overlay(#[from] OverlayError),
     #[error(transparent)]
@@ -68,7 +63,7 @@ impl JobError {
     pub fn fault(&self) -> Fault {
         match self {
             JobError::Format(e) => e.fault(),
-            JobError::Write { .. } | JobError::Overlay(_) => Fault::Storage,
+            JobError::Write(_) | JobError::Overlay(_) => Fault::Storage,
             JobError::NotAFolder(_)
             | JobError::UnknownFolder(_)
             | JobError::NoCalibration { .. }
@@ -285,11 +280,7 @@ pub fn run_with_model(
 /// Write the record (`record.json`), the radiance and background maps (32-bit float TIFF)
 /// and the overlay (`overlay.png`) into `out`.
 pub fn write_outputs(out: &Path, job: &JobOutput) -> Result<(), JobError> {
-    std::fs::create_dir_all(out).map_err(|source| JobError::Write {
-        path: out.to_path_buf(),
-        what: "cannot create the output folder",
-        source,
-    })?;
+    std::fs::create_dir_all(out).map_err(FileError::at(out, "cannot create the output folder"))?;
     let q = &job.quantification;
     tiff_io::write_f32(&out.join("radiance.tiff"), &q.radiance)?;
     tiff_io::write_f32(&out.join("background.tiff"), &q.background)?;
@@ -323,10 +314,6 @@ pub fn write_outputs(out: &Path, job: &JobOutput) -> Result<(), JobError> {
     overlay::write_png(&out.join("overlay.png"), &img)?;
     let json = serde_json::to_string_pretty(&job.record)?;
     let path = out.join("record.json");
-    std::fs::write(&path, json).map_err(|source| JobError::Write {
-        path: path.clone(),
-        what: "cannot write the record",
-        source,
-    })?;
+    std::fs::write(&path, json).map_err(FileError::at(&path, "cannot write the record"))?;
     Ok(())
 }

@@ -17,7 +17,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::acquisition::{RawAcquisition, SourceFormat};
+use crate::acquisition::{AcquisitionSettings, RawAcquisition, SourceFormat};
 use crate::process::qc::{self as qc_core, QcSelection, QcVerdict, ResponseFactor};
 use crate::process::subjects::{self, IdStatus, SubjectAssignment};
 use crate::process::{
@@ -38,22 +38,39 @@ pub mod units {
     pub const CELSIUS: &str = "Cel";
 }
 
+/// One acquisition's measurement record (`schemas/measurement.schema.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeasurementRecord {
+    /// Always `"lumiq.measurement"` ([`SCHEMA`]).
     pub schema: String,
+    /// Version of the record's shape ([`SCHEMA_VERSION`]; `schemas/measurement.schema.json`
+    /// is the same version).
     pub schema_version: u32,
+    /// UUIDv7 of the acquisition, the LIMS's idempotency key: a record processed again
+    /// (after a crash, a replay) keeps it.
     pub measurement_id: Uuid,
+    /// The instrument that took the frames (its stable id, as in the MQTT topics).
     pub instrument_id: String,
+    /// Start of the luminescent exposure: RFC 3339, UTC, milliseconds, `Z`.
     pub acquired_at: String,
+    /// When lumiq built this record: RFC 3339, UTC, milliseconds, `Z`.
     pub processed_at: String,
+    /// The program that built the record: `lumiq` and its version.
     pub software: Software,
+    /// How the frames were taken and of what: settings, ids, frame geometry.
     pub acquisition: AcquisitionInfo,
+    /// Which calibration turned counts into radiance, with a fingerprint of every input.
     pub calibration: CalibrationInfo,
+    /// How the regions were found and what the corrections changed.
     pub processing: ProcessingInfo,
+    /// Conditions of the whole acquisition (`dark_not_subtracted`, `saturated_pixels`,
+    /// ...), sorted, each once; empty when nothing is to be said.
     pub flags: Vec<QualityFlag>,
     /// The mice found in the photograph and how the metadata's subject ids were applied.
     #[serde(default)]
     pub subjects: SubjectsRecord,
+    /// The regions measured, detected and imported, numbered from 1 (`region_id`); empty
+    /// when there is none. No detected region is flagged `no_detections`.
     pub regions: Vec<RegionRecord>,
     /// The daily QC applied to this record (see [`apply_qc`]); `not_configured` when the
     /// instrument has no QC procedure.
@@ -109,6 +126,7 @@ pub struct SubjectsRecord {
     pub count: usize,
     /// Subject ids the metadata gave.
     pub ids_in_metadata: usize,
+    /// The mice found, left to right (`count` of them); empty without a photograph.
     pub mice: Vec<SubjectRecord>,
 }
 
@@ -136,64 +154,94 @@ pub struct SubjectRecord {
     pub bbox_cm: [f64; 4],
     /// The same box in the luminescent image's pixel grid (pixel edges at integers).
     pub bbox_px: [f64; 4],
+    /// Area of the mouse's outline, cm² (`unit` `cm2`).
     pub area: PlainValue,
 }
 
+/// The program that built a record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Software {
+    /// Always `"lumiq"`.
     pub name: String,
+    /// lumiq's version (`CARGO_PKG_VERSION`), e.g. `"0.1.0"`.
     pub version: String,
 }
 
+/// The record's `acquisition`: how the frames were taken and of what.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AcquisitionInfo {
+    /// What the frames were read from: `lumiq_folder` or `ivis_click_folder`.
     pub source_format: SourceFormat,
-    pub exposure_s: f64,
-    pub binning: u32,
-    pub f_number: f64,
-    pub fov_cm: f64,
-    pub sensor_temp_c: f64,
-    pub emission_filter: String,
-    pub shelf: Option<String>,
+    /// Exposure (s), binning, f-number, field of view (cm), sensor temperature (°C),
+    /// emission filter and shelf, as flat fields of `acquisition` (see
+    /// [`AcquisitionSettings`]).
+    #[serde(flatten)]
+    pub settings: AcquisitionSettings,
+    /// The study's id from the LIMS or the user's labels; null when none was given.
     pub study_id: Option<String>,
+    /// The animals' ids as the metadata gives them, left to right on the stage; empty when
+    /// none was given.
     pub subject_ids: Vec<String>,
+    /// Luciferin injection time: RFC 3339, UTC, milliseconds, `Z`; null when not recorded.
     pub injection_time: Option<String>,
     /// Minutes from injection to the start of the exposure (the signal depends on it).
     pub minutes_since_injection: Option<f64>,
+    /// Free-text view of the animals (`dorsal`, `ventral`, ...); null when not recorded.
     pub view: Option<String>,
+    /// Width of the luminescent frame, pixels at its binning.
     pub frame_width_px: usize,
+    /// Height of the luminescent frame, pixels at its binning.
     pub frame_height_px: usize,
+    /// Side of one luminescent pixel at the object plane, cm (field of view over frame
+    /// width).
     pub pixel_size_cm: f64,
+    /// Whether a photograph came with the frame (without one, no mouse is located).
     pub has_photograph: bool,
 }
 
 /// One calibration input and its fingerprint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationItemRecord {
+    /// What the input is: `index`, `bias`, `dark`, `flat`, `bad_pixels` or `coefficient`
+    /// from a calibration set; `ivis_file` from a click folder.
     pub kind: String,
+    /// Which one: the master's or the click folder's file name, or the index with the set's
+    /// id.
     pub id: String,
+    /// Lower-case hex SHA-256 of the file's bytes.
     pub sha256: String,
+    /// How it was selected and used (binning, frames combined, scaling), in words; absent
+    /// when there is nothing to add (IVIS files).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
 }
 
+/// The record's `calibration`: where the radiance scale and the masters came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationInfo {
     /// "calibration_set" or "ivis_click_folder".
     pub source: String,
     /// Identifier of the calibration set (or the click folder's name).
     pub id: String,
+    /// The absolute coefficient that turned counts into radiance.
     pub coefficient: CoefficientRecord,
+    /// Every calibration input used, with its fingerprint.
     pub items: Vec<CalibrationItemRecord>,
 }
 
+/// The absolute calibration coefficient used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoefficientRecord {
+    /// Radiance per count per second per unbinned pixel, `{photons}/s/cm2/sr`.
     pub value: f64,
+    /// One-sigma relative uncertainty of `value` (0.05 is 5 %): what every flux's and
+    /// radiance's `calibration` uncertainty component comes from.
     pub rel_uncertainty: f64,
+    /// Always `{photons}/s/cm2/sr` ([`units::RADIANCE`]).
     pub unit: String,
 }
 
+/// The record's `processing`: the detector, the settings and what the corrections changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessingInfo {
     /// Which detector found the regions: "classical", "model" or "combined".
@@ -202,26 +250,44 @@ pub struct ProcessingInfo {
     /// for the classical detector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<crate::process::ModelIdentity>,
+    /// Every processing setting used (`ProcessingParams`, all fields, defaults included).
     pub params: ProcessingParams,
+    /// Pixels of the frame replaced as bad (from the calibration's map).
     pub bad_pixels_replaced: usize,
+    /// Pixels of the frame replaced as cosmic-ray hits.
     pub cosmic_ray_pixels_replaced: usize,
+    /// Pixels of the frame at or above the sensor's saturation (flagged, never used
+    /// silently).
     pub saturated_pixels: usize,
+    /// Background mesh cells filled from their neighbours (under large sources).
     pub background_cells_filled: usize,
+    /// Detection candidates dropped because the whole region's SNR was below
+    /// `min_region_snr`.
     pub candidates_rejected: usize,
 }
 
 /// A value with its one-sigma uncertainty, unit and uncertainty budget.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeasuredValue {
+    /// The value, in `unit`.
     pub value: f64,
+    /// One-sigma uncertainty, in `unit`: the components added in quadrature.
     pub uncertainty: f64,
+    /// UCUM code ([`units`]): `{photons}/s` for a flux, `{photons}/s/cm2/sr` for a
+    /// radiance.
     pub unit: String,
+    /// The uncertainty's budget, each one sigma in `unit`: `poisson`, `read_noise`,
+    /// `background`, `calibration`, and `dark` (only for the gross flux of a frame with no
+    /// dark subtracted: the most its dark charge can add; 0 otherwise).
     pub uncertainty_components: UncertaintyComponents,
 }
 
+/// A value without an uncertainty, and its unit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlainValue {
+    /// The value, in `unit`.
     pub value: f64,
+    /// UCUM code ([`units`]), e.g. `cm2` for an area.
     pub unit: String,
 }
 
@@ -229,27 +295,56 @@ pub struct PlainValue {
 /// and maximum of a region's pixel radiances.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RadianceStatsRecord {
+    /// Mean of the region's pixel radiances, in `unit`.
     pub mean: f64,
+    /// Population standard deviation of the pixel radiances (their spread, not an
+    /// uncertainty), in `unit`.
     pub stdev: f64,
+    /// Smallest pixel radiance, in `unit`.
     pub min: f64,
+    /// Largest pixel radiance, in `unit`.
     pub max: f64,
+    /// Always `{photons}/s/cm2/sr` ([`units::RADIANCE`]).
     pub unit: String,
 }
 
+/// One measured region: a detected tumour or an imported ROI.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegionRecord {
+    /// 1, 2, ... in the record's order.
     pub region_id: u32,
+    /// `detected` (found by lumiq) or `imported` (drawn by a person, e.g. an IVIS ROI).
     pub source: RegionSource,
+    /// The region's name: `T1`, `T2`, ... for a detected region, the ROI's own name for an
+    /// imported one.
     pub label: String,
+    /// `[x, y]` in the luminescent image's pixel grid (x right, y down, first pixel centre
+    /// at `[0.5, 0.5]`), weighted by the positive net radiance (the pixels' mean position
+    /// when none is positive).
     pub centroid_px: [f64; 2],
+    /// The same point in cm from the image's top-left corner at the object plane.
     pub centroid_cm: [f64; 2],
+    /// Pixels in the region, at the frame's binning; 0 for an imported ROI with no pixel in
+    /// the frame.
     pub n_pixels: usize,
+    /// Area at the object plane, cm² (`unit` `cm2`).
     pub area: PlainValue,
+    /// Net total flux: the region's own light after lumiq's background model,
+    /// `{photons}/s`.
     pub total_flux: MeasuredValue,
+    /// Gross total flux: all light in the region before the background model (Living
+    /// Image's ROI total flux), `{photons}/s`.
     pub gross_total_flux: MeasuredValue,
+    /// Mean net radiance over the region, `{photons}/s/cm2/sr`.
     pub average_radiance: MeasuredValue,
+    /// Largest net radiance of a pixel of the region, `{photons}/s/cm2/sr`; 0 for a region
+    /// with no pixel.
     pub max_radiance: PlainValue,
+    /// Net flux over its statistical uncertainty (calibration excluded); 0 when that
+    /// uncertainty is 0.
     pub snr: f64,
+    /// Whether a pixel of the region is saturated (the record is then flagged
+    /// `saturated_region`).
     pub saturated: bool,
     /// Statistics of the region's pixel radiances before the background model (Living
     /// Image's Avg, Stdev, Min and Max Radiance); null for a region with no pixel.
@@ -364,9 +459,13 @@ pub fn subjects_record(a: &SubjectAssignment, pixel_size_cm: f64) -> SubjectsRec
 
 /// Everything the record needs beyond the acquisition and its quantification.
 pub struct RecordContext<'a> {
+    /// The record's `measurement_id`: the acquisition's id.
     pub measurement_id: Uuid,
+    /// The record's `processed_at`.
     pub processed_at: DateTime<Utc>,
+    /// The record's `calibration`, as the loader found it.
     pub calibration: CalibrationInfo,
+    /// The processing settings used, copied into `processing.params`.
     pub params: &'a ProcessingParams,
     /// Flags raised before processing (e.g. by a reader: unusable dark, assumed noise).
     pub input_flags: &'a [QualityFlag],
@@ -426,13 +525,7 @@ pub fn build(acq: &RawAcquisition, q: &Quantification, ctx: RecordContext) -> Me
         },
         acquisition: AcquisitionInfo {
             source_format: acq.source,
-            exposure_s: m.exposure_s,
-            binning: m.binning,
-            f_number: m.f_number,
-            fov_cm: m.fov_cm,
-            sensor_temp_c: m.sensor_temp_c,
-            emission_filter: m.emission_filter.clone(),
-            shelf: m.shelf.clone(),
+            settings: m.settings.clone(),
             study_id: m.study_id.clone(),
             subject_ids: m.subject_ids.clone(),
             injection_time: m.injection_time.map(rfc3339),
@@ -491,8 +584,8 @@ pub fn apply_qc(record: &mut MeasurementRecord, selection: &QcSelection) {
             if qc.verdict == QcVerdict::OutOfTolerance {
                 flags.push(QualityFlag::QcOutOfTolerance);
             }
-            let same_coefficient = (qc.fov_cm - record.acquisition.fov_cm).abs() < 1e-6
-                && (qc.f_number - record.acquisition.f_number).abs() < 1e-6;
+            let same_coefficient = (qc.fov_cm - record.acquisition.settings.fov_cm).abs() < 1e-6
+                && (qc.f_number - record.acquisition.settings.f_number).abs() < 1e-6;
             for region in record.regions.iter_mut() {
                 let f = &region.total_flux;
                 let c = qc_core::correct(
@@ -578,8 +671,8 @@ mod tests {
 
     fn record_at(hour: u32) -> (MeasurementRecord, DateTime<Utc>) {
         let mut r = crate::delivery::synthetic::record("sim-ivis-01", 1);
-        r.acquisition.fov_cm = 22.4;
-        r.acquisition.f_number = 1.0;
+        r.acquisition.settings.fov_cm = 22.4;
+        r.acquisition.settings.f_number = 1.0;
         let t = Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).single().unwrap()
             + chrono::Duration::hours(hour as i64);
         (r, t)
@@ -630,5 +723,39 @@ mod tests {
         let (mut r, t) = record_at(10);
         apply_qc(&mut r, &qc_core::select(&history, "other-imager", t));
         assert_eq!(r.qc.state, QcState::Missing);
+    }
+}
+
+#[cfg(test)]
+mod qc_tests {
+    use super::*;
+
+    #[test]
+    fn the_acquisition_settings_stay_flat_fields_of_the_record() {
+        let info = AcquisitionInfo {
+            source_format: SourceFormat::IvisClickFolder,
+            // The synthetic record's settings: 60 s, binning 8, f/1, 22.4 cm, shelf D.
+            settings: crate::delivery::synthetic::record("sim", 1)
+                .acquisition
+                .settings,
+            study_id: None,
+            subject_ids: vec![],
+            injection_time: None,
+            minutes_since_injection: None,
+            view: None,
+            frame_width_px: 256,
+            frame_height_px: 256,
+            pixel_size_cm: 0.0875,
+            has_photograph: false,
+        };
+        let json = serde_json::to_string(&info).unwrap();
+        assert_eq!(
+            json,
+            r#"{"source_format":"ivis_click_folder","exposure_s":60.0,"binning":8,"f_number":1.0,"fov_cm":22.4,"sensor_temp_c":-90.0,"emission_filter":"open","shelf":"D","study_id":null,"subject_ids":[],"injection_time":null,"minutes_since_injection":null,"view":null,"frame_width_px":256,"frame_height_px":256,"pixel_size_cm":0.0875,"has_photograph":false}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<AcquisitionInfo>(&json).unwrap(),
+            info
+        );
     }
 }

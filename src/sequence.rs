@@ -150,7 +150,7 @@ pub fn build(
             measurement_id: r.measurement_id,
             acquired_at: r.acquired_at.clone(),
             minutes: (*t - origin).num_milliseconds() as f64 / 60_000.0
-                + r.acquisition.exposure_s / 120.0,
+                + r.acquisition.settings.exposure_s / 120.0,
         })
         .collect();
     if frames.len() == 1 {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::acquisition::{AcquisitionMeta, RawAcquisition, SourceFormat};
+use crate::acquisition::{AcquisitionMeta, AcquisitionSettings, RawAcquisition, SourceFormat};
 use crate::calibrate::{build_set, CalibrateError, CalibrateOptions};
 use crate::camera::Frame;
 use crate::formats::acquisition_folder::{self, FrameKind};
@@ -145,9 +145,12 @@ pub fn add_darks_to_library(
         for (i, f) in darks.iter().enumerate() {
             let m = AcquisitionMeta {
                 acquired_at: f.started_at,
-                exposure_s: f.exposure_s,
-                binning: f.binning,
-                sensor_temp_c: f.sensor_temp_c,
+                settings: AcquisitionSettings {
+                    exposure_s: f.exposure_s,
+                    binning: f.binning,
+                    sensor_temp_c: f.sensor_temp_c,
+                    ..meta.settings.clone()
+                },
                 photograph: None,
                 ..meta.clone()
             };

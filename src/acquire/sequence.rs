@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::autoexpose::{self, AutoExposureConfig, Decision, FrameStats};
 use super::dark::{self, DarkPolicy, DarkReport, DarkSource, LibraryDark};
-use crate::acquisition::{AcquisitionMeta, PhotographMeta, RawAcquisition, SourceFormat};
+use crate::acquisition::{
+    AcquisitionMeta, AcquisitionSettings, PhotographMeta, RawAcquisition, SourceFormat,
+};
 use crate::camera::{Camera, CameraCounters};
 use crate::camera::{
     CameraCountersSnapshot, CameraError, CancelToken, Clock, DeviceInfo, Frame, FrameRequest,
@@ -544,13 +546,15 @@ impl Imager {
         AcquisitionMeta {
             instrument_id: cfg.instrument_id.clone(),
             acquired_at: lum.started_at,
-            exposure_s: lum.exposure_s,
-            binning: lum.binning,
-            f_number: cfg.f_number,
-            fov_cm: prepared.fov_cm,
-            sensor_temp_c: lum.sensor_temp_c,
-            emission_filter: prepared.filter.clone(),
-            shelf: Some(prepared.shelf.to_string()),
+            settings: AcquisitionSettings {
+                exposure_s: lum.exposure_s,
+                binning: lum.binning,
+                f_number: cfg.f_number,
+                fov_cm: prepared.fov_cm,
+                sensor_temp_c: lum.sensor_temp_c,
+                emission_filter: prepared.filter.clone(),
+                shelf: Some(prepared.shelf.to_string()),
+            },
             study_id: cfg.subjects.study_id.clone(),
             subject_ids: cfg.subjects.subject_ids.clone(),
             injection_time: cfg.subjects.injection_time,

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::errors::Fault;
+use crate::errors::{Fault, FileError};
 use crate::formats::FormatError;
 
 /// Why [`super::build_set`] failed. Sizes are written width × height, in pixels of the
@@ -14,14 +14,9 @@ pub enum CalibrateError {
     NoInputs,
     #[error("clip sigma is {0}; use a positive value (3 is usual)")]
     ClipSigma(f64),
-    /// A file or folder could not be read, listed or written: `what` says which and the fix.
-    #[error("{}: {what}", path.display())]
-    Io {
-        path: PathBuf,
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file or folder could not be read, listed or written.
+    #[error(transparent)]
+    Io(#[from] FileError),
     #[error("{}: invalid metadata: {error}; fix the field named above (see docs/acquisition-folder.md)", path.display())]
     Metadata {
         path: PathBuf,
@@ -89,7 +84,7 @@ impl CalibrateError {
     /// Whether the frames, options or existing set are wrong, or the disk failed.
     pub fn fault(&self) -> Fault {
         match self {
-            CalibrateError::Io { source, .. } => Fault::of_io(source),
+            CalibrateError::Io(e) => e.fault(),
             CalibrateError::Format(e) | CalibrateError::WrittenSetDoesNotLoad(e) => e.fault(),
             _ => Fault::Input,
         }

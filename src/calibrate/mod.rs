@@ -51,6 +51,7 @@ use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
 
+use crate::errors::FileError;
 use crate::formats::acquisition_folder::{self, AcquisitionFile, FrameKind, METADATA_FILE};
 use crate::formats::calibration_set::{
     BiasEntry, CoefficientEntry, DarkEntry, DarkRules, FlatEntry, INDEX_FILE,
@@ -155,11 +156,10 @@ pub struct CalibrationSummary {
 
 fn read_metadata(dir: &Path) -> Result<AcquisitionFile, CalibrateError> {
     let p = dir.join(METADATA_FILE);
-    let text = std::fs::read_to_string(&p).map_err(|source| CalibrateError::Io {
-        path: p.clone(),
-        what: "cannot read; pass lumiq acquisition folders of kind bias, dark or flat",
-        source,
-    })?;
+    let text = std::fs::read_to_string(&p).map_err(FileError::at(
+        &p,
+        "cannot read; pass lumiq acquisition folders of kind bias, dark or flat",
+    ))?;
     serde_json::from_str(&text).map_err(|error| CalibrateError::Metadata { path: p, error })
 }
 
@@ -173,11 +173,7 @@ fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CalibrateError> {
             continue;
         }
         let mut subs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| CalibrateError::Io {
-                path: dir.clone(),
-                what: "cannot list; check permissions",
-                source,
-            })?
+            .map_err(FileError::at(dir, "cannot list; check permissions"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| acquisition_folder::is_acquisition_folder(p))
             .collect();
@@ -303,11 +299,10 @@ pub fn build_set(
     let groups = grouping::group(read_inputs(&inputs, &opts.instrument_id)?);
 
     // 3. Existing index.
-    std::fs::create_dir_all(out).map_err(|source| CalibrateError::Io {
-        path: out.to_path_buf(),
-        what: "cannot create the set's folder; check permissions",
-        source,
-    })?;
+    std::fs::create_dir_all(out).map_err(FileError::at(
+        out,
+        "cannot create the set's folder; check permissions",
+    ))?;
     let index_path = out.join(INDEX_FILE);
     let existing = writer::read_existing(&index_path, &opts.instrument_id)?;
 

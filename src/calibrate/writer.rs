@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use super::defects::BadPixelMaps;
 use super::error::CalibrateError;
 use super::{round_to, CalibrateOptions};
+use crate::errors::FileError;
 use crate::formats::calibration_set::{
     BiasEntry, CalibrationIndex, CalibrationSet, DarkEntry, FlatEntry, SensorSection,
     FOV_TOLERANCE_CM, F_NUMBER_TOLERANCE, INDEX_FILE, SCHEMA, SCHEMA_VERSION,
@@ -27,11 +28,8 @@ pub(super) fn read_existing(
     if !index_path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(index_path).map_err(|source| CalibrateError::Io {
-        path: index_path.to_path_buf(),
-        what: "cannot read",
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(index_path).map_err(FileError::at(index_path, "cannot read"))?;
     let ix = CalibrationIndex::parse(&text, index_path)?;
     if ix.instrument_id != instrument_id {
         return Err(CalibrateError::SetOfAnotherInstrument {
@@ -233,16 +231,11 @@ pub(super) fn write_set(
     let index_path = out.join(INDEX_FILE);
     ix.validate(&index_path)?;
     let tmp = out.join(format!(".{INDEX_FILE}.tmp"));
-    std::fs::write(&tmp, ix.to_toml()).map_err(|source| CalibrateError::Io {
-        path: tmp.clone(),
-        what: "cannot write; check free space and permissions",
-        source,
-    })?;
-    std::fs::rename(&tmp, &index_path).map_err(|source| CalibrateError::Io {
-        path: index_path.clone(),
-        what: "cannot replace",
-        source,
-    })?;
+    std::fs::write(&tmp, ix.to_toml()).map_err(FileError::at(
+        &tmp,
+        "cannot write; check free space and permissions",
+    ))?;
+    std::fs::rename(&tmp, &index_path).map_err(FileError::at(&index_path, "cannot replace"))?;
     let still_named: Vec<&str> = ix.files().into_iter().map(|(_, f)| f).collect();
     for f in replaced {
         if !still_named.contains(&f.as_str()) {

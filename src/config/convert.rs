@@ -257,6 +257,16 @@ pub(super) fn valid_keys_hint(section: Option<&str>, valid: &[String]) -> String
     }
 }
 
+/// `2026-01-15` (midnight UTC) or an RFC 3339 time.
+pub(super) fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
+        .map_err(|_| format!("{s:?} is neither a date (2026-01-15) nor an RFC 3339 time"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

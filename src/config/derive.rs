@@ -273,7 +273,7 @@ impl QcSettings {
                 id: self.source_id.clone(),
                 radiance_p_s_cm2_sr: self.radiance,
                 radiance_rel_uncertainty: self.radiance_rel_uncertainty,
-                reference_date: parse_date(&self.reference_date)?,
+                reference_date: super::convert::parse_date(&self.reference_date)?,
                 half_life_days: self.half_life_days.unwrap_or(match self.source_kind {
                     SourceKind::Led => 0.0,
                     SourceKind::Tritium => TRITIUM_HALF_LIFE_DAYS,
@@ -287,14 +287,4 @@ impl QcSettings {
             valid_hours: self.valid_hours,
         })
     }
-}
-
-/// `2026-01-15` (midnight UTC) or an RFC 3339 time.
-pub(super) fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
-        .map_err(|_| format!("{s:?} is neither a date (2026-01-15) nor an RFC 3339 time"))
 }

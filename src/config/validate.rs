@@ -198,7 +198,7 @@ impl Settings {
 
         // [qc]
         if let Some(q) = &self.qc {
-            if let Err(e) = super::derive::parse_date(&q.reference_date) {
+            if let Err(e) = super::convert::parse_date(&q.reference_date) {
                 c.push(
                     "qc.reference_date",
                     Some(format!("{:?}", q.reference_date)),

@@ -39,7 +39,7 @@ use crate::acquire::{Capture, CaptureError, Imager, SequenceConfig};
 use crate::controller::Event;
 use crate::delivery::wire::NewEvent;
 use crate::delivery::{EventKind, OutboxError, Severity};
-use crate::errors::{one_line, Fault};
+use crate::errors::{one_line, Fault, FileError};
 use crate::job::JobError;
 use crate::process::ProcessingParams;
 use crate::record::MeasurementRecord;
@@ -434,11 +434,9 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
             let t2 = Instant::now();
             let written = crate::job::write_outputs(&staging, &out).and_then(|()| {
                 let mark = staging.join(super::archive::OUTPUTS_MARK);
-                std::fs::write(&mark, b"").map_err(|source| JobError::Write {
-                    path: mark,
-                    what: "cannot write",
-                    source,
-                })
+                std::fs::write(&mark, b"")
+                    .map_err(FileError::at(&mark, "cannot write"))
+                    .map_err(JobError::Write)
             });
             tracing::info!(
                 "acquisition {id}: outputs written in {:.0} ms",

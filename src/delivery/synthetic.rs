@@ -7,7 +7,7 @@
 use chrono::{Duration, Utc};
 use uuid::Uuid;
 
-use crate::acquisition::SourceFormat;
+use crate::acquisition::{AcquisitionSettings, SourceFormat};
 use crate::process::subjects::IdStatus;
 use crate::process::{ProcessingParams, QualityFlag, RegionSource, UncertaintyComponents};
 use crate::record::{
@@ -89,13 +89,15 @@ pub fn record(instrument_id: &str, n: u64) -> MeasurementRecord {
         },
         acquisition: AcquisitionInfo {
             source_format: SourceFormat::LumiqFolder,
-            exposure_s: 60.0,
-            binning: 8,
-            f_number: 1.0,
-            fov_cm: 22.4,
-            sensor_temp_c: -90.0,
-            emission_filter: "open".into(),
-            shelf: Some("D".into()),
+            settings: AcquisitionSettings {
+                exposure_s: 60.0,
+                binning: 8,
+                f_number: 1.0,
+                fov_cm: 22.4,
+                sensor_temp_c: -90.0,
+                emission_filter: "open".into(),
+                shelf: Some("D".into()),
+            },
             study_id: Some("synthetic".into()),
             subject_ids: (1..=5).map(|m| format!("M{n}-{m}")).collect(),
             injection_time: Some(rfc3339(acquired - Duration::minutes(10))),

@@ -42,12 +42,23 @@ struct EnvelopeHead<'a> {
 
 /// Facts of one send of one stored record.
 pub struct EnvelopeFields<'a> {
+    /// The record's `measurement_id` (UUIDv7), repeated at the top: the LIMS's idempotency
+    /// key.
     pub measurement_id: &'a str,
+    /// The record's per-instrument sequence number from the outbox: 1, 2, 3, ... without
+    /// gaps; a gap means a record is missing.
     pub seq: u64,
+    /// The record's `instrument_id`, also the topic's instrument level.
     pub instrument_id: &'a str,
+    /// The topic's site level (`instrument.site`).
     pub site: &'a str,
+    /// The record's `acquired_at` (start of the acquisition), RFC 3339, UTC, milliseconds.
     pub acquired_at: &'a str,
+    /// When the record was durably committed to the outbox (written RFC 3339, UTC,
+    /// milliseconds).
     pub committed_at: DateTime<Utc>,
+    /// When this copy is sent (written RFC 3339, UTC, milliseconds); differs between copies
+    /// of one record.
     pub published_at: DateTime<Utc>,
     /// Sent because a replay was asked for (the LIMS has probably seen it before).
     pub replay: bool,
@@ -99,9 +110,12 @@ pub enum StatusReason {
     ConnectionLost,
 }
 
+/// The program behind a status message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Software {
+    /// Always `"lumiq"`.
     pub name: String,
+    /// lumiq's version (`CARGO_PKG_VERSION`).
     pub version: String,
 }
 
@@ -117,18 +131,27 @@ impl Software {
 /// The retained payload of `.../status` (`schemas/status.schema.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusMessage {
+    /// Always `"lumiq.status"` ([`STATUS_SCHEMA`]).
     pub schema: String,
+    /// [`STATUS_SCHEMA_VERSION`], as in `schemas/status.schema.json`.
     pub schema_version: u32,
+    /// The instrument, as in the topic.
     pub instrument_id: String,
+    /// The site, as in the topic.
     pub site: String,
+    /// `online` or `offline`.
     pub state: StatusState,
+    /// `connected` (sent by lumiq on each (re)connection), `clean_stop` (sent by lumiq when
+    /// it stops) or `connection_lost` (the last will, sent by the broker).
     pub reason: StatusReason,
     /// Changes at every start of the publisher: a LIMS sees restarts.
     pub boot_id: Uuid,
-    /// When this process started publishing.
+    /// When this process started publishing: RFC 3339, UTC, milliseconds, `Z`.
     pub booted_at: String,
-    /// When this message was written (for the will: when it was registered at connect).
+    /// When this message was written (for the will: when it was registered at connect):
+    /// RFC 3339, UTC, milliseconds, `Z`.
     pub at: String,
+    /// `lumiq` and its version.
     pub software: Software,
 }
 
@@ -177,31 +200,46 @@ pub enum Severity {
 /// The payload of `.../event` (`schemas/event.schema.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventMessage {
+    /// Always `"lumiq.event"` ([`EVENT_SCHEMA`]).
     pub schema: String,
+    /// [`EVENT_SCHEMA_VERSION`], as in `schemas/event.schema.json`.
     pub schema_version: u32,
     /// UUIDv7, for deduplication.
     pub event_id: Uuid,
+    /// The instrument, as in the topic.
     pub instrument_id: String,
+    /// The site, as in the topic.
     pub site: String,
+    /// The publisher's boot id (see [`StatusMessage::boot_id`]).
     pub boot_id: Uuid,
+    /// When the publisher took the event in (it is sent then, or once the broker is back):
+    /// RFC 3339, UTC, milliseconds, `Z`.
     pub at: String,
+    /// `calibration`, `qc`, `fault` or `delivery`.
     pub kind: EventKind,
     /// Machine-readable, snake_case (e.g. `outbox_full`, `calibration_updated`).
     pub code: String,
+    /// `info`, `warning` or `error`.
     pub severity: Severity,
     /// One sentence for a person, saying what to do when something is wrong.
     pub message: String,
-    /// Event-specific facts (units in the key names, e.g. `age_s`).
+    /// Event-specific facts: numbers carry their unit in the key (`age_s`, `temp_c`) or as
+    /// `{value, unit}` with a UCUM code; empty when there is none.
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An event as the caller describes it; the publisher fills in ids and times.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
+    /// The event's `kind`.
     pub kind: EventKind,
+    /// The event's `code`: machine-readable, snake_case.
     pub code: String,
+    /// The event's `severity`.
     pub severity: Severity,
+    /// The event's `message`: one sentence for a person.
     pub message: String,
+    /// The event's `details` (add them with [`NewEvent::detail`]).
     pub details: serde_json::Map<String, serde_json::Value>,
 }
 

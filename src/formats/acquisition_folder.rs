@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::tiff_io::{read_u16, write_u16};
 use super::FormatError;
-use crate::acquisition::{AcquisitionMeta, PhotographMeta, RawAcquisition, SourceFormat};
+use crate::acquisition::{
+    AcquisitionMeta, AcquisitionSettings, PhotographMeta, RawAcquisition, SourceFormat,
+};
 use crate::process::roi::Roi;
 
 pub const METADATA_FILE: &str = "acquisition.json";
@@ -44,7 +46,12 @@ pub struct FrameFiles {
     pub photograph: Option<String>,
 }
 
-/// `acquisition.json`, as written on disk.
+/// `acquisition.json`, as written on disk. The instrument's settings
+/// ([`AcquisitionSettings`], from `exposure_s` to `shelf`) are listed here key by key rather
+/// than flattened in: serde's `flatten` buffers the keys it forwards, so a wrong type in one
+/// of them would be reported at the end of the object instead of at the key, and an unknown
+/// key without the list of known ones. [`AcquisitionFile::settings`] and
+/// [`AcquisitionFile::from_meta`] convert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcquisitionFile {
@@ -84,10 +91,9 @@ fn default_filter() -> String {
 }
 
 impl AcquisitionFile {
-    pub fn meta(&self) -> AcquisitionMeta {
-        AcquisitionMeta {
-            instrument_id: self.instrument_id.clone(),
-            acquired_at: self.acquired_at,
+    /// The instrument's settings the file records.
+    pub fn settings(&self) -> AcquisitionSettings {
+        AcquisitionSettings {
             exposure_s: self.exposure_s,
             binning: self.binning,
             f_number: self.f_number,
@@ -95,6 +101,14 @@ impl AcquisitionFile {
             sensor_temp_c: self.sensor_temp_c,
             emission_filter: self.emission_filter.clone(),
             shelf: self.shelf.clone(),
+        }
+    }
+
+    pub fn meta(&self) -> AcquisitionMeta {
+        AcquisitionMeta {
+            instrument_id: self.instrument_id.clone(),
+            acquired_at: self.acquired_at,
+            settings: self.settings(),
             study_id: self.study_id.clone(),
             subject_ids: self.subject_ids.clone(),
             injection_time: self.injection_time,
@@ -109,19 +123,28 @@ impl AcquisitionFile {
         has_photograph: bool,
         rois: Vec<Roi>,
     ) -> Self {
+        let AcquisitionSettings {
+            exposure_s,
+            binning,
+            f_number,
+            fov_cm,
+            sensor_temp_c,
+            emission_filter,
+            shelf,
+        } = meta.settings.clone();
         AcquisitionFile {
             schema: SCHEMA.into(),
             schema_version: SCHEMA_VERSION,
             kind,
             instrument_id: meta.instrument_id.clone(),
             acquired_at: meta.acquired_at,
-            exposure_s: meta.exposure_s,
-            binning: meta.binning,
-            f_number: meta.f_number,
-            fov_cm: meta.fov_cm,
-            sensor_temp_c: meta.sensor_temp_c,
-            emission_filter: meta.emission_filter.clone(),
-            shelf: meta.shelf.clone(),
+            exposure_s,
+            binning,
+            f_number,
+            fov_cm,
+            sensor_temp_c,
+            emission_filter,
+            shelf,
             study_id: meta.study_id.clone(),
             subject_ids: meta.subject_ids.clone(),
             injection_time: meta.injection_time,

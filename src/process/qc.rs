@@ -168,7 +168,7 @@ pub fn measure_source(
     let value = mean - surroundings;
     let sigma = (inner_var.max(0.0).sqrt() / n).max(scatter / n.sqrt());
     let snr = if sigma > 0.0 { value / sigma } else { 0.0 };
-    if !(snr >= MIN_SOURCE_SNR) {
+    if snr.is_nan() || snr < MIN_SOURCE_SNR {
         return Err(QcError::NotSeen { x, y, snr });
     }
     Ok(SourceMeasurement {

@@ -16,7 +16,7 @@ use super::scene::{
     SimulatedAcquisition, TrueMouse, TrueTumour, Truth, AUTOLUMINESCENCE_SIGMA_X_CM,
     AUTOLUMINESCENCE_SIGMA_Y_CM,
 };
-use crate::acquisition::{AcquisitionMeta, PhotographMeta};
+use crate::acquisition::{AcquisitionMeta, AcquisitionSettings, PhotographMeta};
 
 fn base_time(seed: u64) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 2, 9, 0, 0)
@@ -250,13 +250,15 @@ pub fn render(
     let meta = AcquisitionMeta {
         instrument_id: inst.instrument_id.clone(),
         acquired_at,
-        exposure_s: spec.exposure_s,
-        binning: spec.binning,
-        f_number: spec.f_number,
-        fov_cm: spec.fov_cm,
-        sensor_temp_c: spec.sensor_temp_c,
-        emission_filter: "open".into(),
-        shelf: Some("D".into()),
+        settings: AcquisitionSettings {
+            exposure_s: spec.exposure_s,
+            binning: spec.binning,
+            f_number: spec.f_number,
+            fov_cm: spec.fov_cm,
+            sensor_temp_c: spec.sensor_temp_c,
+            emission_filter: "open".into(),
+            shelf: Some("D".into()),
+        },
         study_id: Some("SIM-STUDY-1".into()),
         subject_ids: mice.iter().map(|m| m.subject_id.clone()).collect(),
         injection_time: cond.injection_time,

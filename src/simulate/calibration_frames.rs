@@ -13,8 +13,9 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use rayon::prelude::*;
 
 use super::Instrument;
-use crate::acquisition::{AcquisitionMeta, RawAcquisition, SourceFormat};
+use crate::acquisition::{AcquisitionMeta, AcquisitionSettings, RawAcquisition, SourceFormat};
 use crate::calibrate::CalibrateOptions;
+use crate::errors::FileError;
 use crate::formats::acquisition_folder::{self, FrameKind};
 use crate::formats::calibration_set::CoefficientEntry;
 use crate::formats::FormatError;
@@ -22,12 +23,9 @@ use crate::formats::FormatError;
 /// Why the raw calibration frames could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrationFramesError {
-    #[error("{}: cannot create; check permissions", path.display())]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The output folder could not be created.
+    #[error(transparent)]
+    CreateDir(#[from] FileError),
     #[error("binning {binning} does not fit the {sensor_px}-pixel sensor")]
     Binning { binning: u32, sensor_px: usize },
     /// A frame's folder could not be written.
@@ -75,13 +73,15 @@ pub fn frame_meta(
     AcquisitionMeta {
         instrument_id: instrument_id.into(),
         acquired_at,
-        exposure_s,
-        binning,
-        f_number: SIM_FLAT_F_NUMBER,
-        fov_cm: SIM_FLAT_FOV_CM,
-        sensor_temp_c,
-        emission_filter: SIM_FLAT_FILTER.into(),
-        shelf: None,
+        settings: AcquisitionSettings {
+            exposure_s,
+            binning,
+            f_number: SIM_FLAT_F_NUMBER,
+            fov_cm: SIM_FLAT_FOV_CM,
+            sensor_temp_c,
+            emission_filter: SIM_FLAT_FILTER.into(),
+            shelf: None,
+        },
         study_id: None,
         subject_ids: vec![],
         injection_time: None,
@@ -102,10 +102,8 @@ pub fn simulate_raw_calibration_frames(
     binnings: &[u32],
     n_frames: usize,
 ) -> Result<Vec<PathBuf>, CalibrationFramesError> {
-    std::fs::create_dir_all(out_dir).map_err(|source| CalibrationFramesError::CreateDir {
-        path: out_dir.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(FileError::at(out_dir, "cannot create; check permissions"))?;
     let t0 = Utc
         .with_ymd_and_hms(2026, 1, 5, 8, 0, 0)
         .single()

@@ -181,7 +181,7 @@ pub fn plan(inst: &Instrument, spec: &StudySpec) -> StudyTruth {
             tumour: t,
         })
         .collect();
-    let mut day_rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5354_5544_59);
+    let mut day_rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x0053_5455_4459);
     let days = (0..spec.days)
         .map(|day| {
             let a = spec.response_amplitude;

@@ -84,6 +84,10 @@ pub struct Trend {
     pub problems: Vec<String>,
 }
 
+/// A tumour being joined across sessions: its mean offset from its mouse (cm) and the
+/// sessions it was seen in.
+type Joined = ([f64; 2], usize);
+
 struct Session<'a> {
     study: String,
     at: DateTime<Utc>,
@@ -129,7 +133,7 @@ pub fn build(records: &[MeasurementRecord]) -> Trend {
     sessions.sort_by_key(|s| s.at);
     let mut first_of_study: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
     // Per (study, subject): each tumour's running mean offset and count.
-    let mut tumours: BTreeMap<(String, String), Vec<([f64; 2], usize)>> = BTreeMap::new();
+    let mut tumours: BTreeMap<(String, String), Vec<Joined>> = BTreeMap::new();
     for s in &sessions {
         let owned: Vec<MeasurementRecord> = s.records.iter().map(|r| (*r).clone()).collect();
         let seq = match sequence::build(&owned, Uuid::nil()) {

@@ -45,7 +45,9 @@ use ndarray::Array2;
 
 use super::tiff_io::{read_u16, write_u16};
 use super::{sha256_file, FormatError};
-use crate::acquisition::{AcquisitionMeta, PhotographMeta, RawAcquisition, SourceFormat};
+use crate::acquisition::{
+    AcquisitionMeta, AcquisitionSettings, PhotographMeta, RawAcquisition, SourceFormat,
+};
 use crate::process::correct::RadialFlat;
 use crate::process::roi::{Roi, RoiShape};
 use crate::process::{FrameCalibration, QualityFlag, SensorFacts};

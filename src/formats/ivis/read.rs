@@ -561,13 +561,15 @@ pub fn read_click_folder_with(
         .map(|id| topic_safe(&id))
         .unwrap_or_else(|| "ivis-unknown".to_string()),
         acquired_at,
-        exposure_s,
-        binning,
-        f_number,
-        fov_cm,
-        sensor_temp_c,
-        emission_filter,
-        shelf: Some(shelf.to_string()),
+        settings: AcquisitionSettings {
+            exposure_s,
+            binning,
+            f_number,
+            fov_cm,
+            sensor_temp_c,
+            emission_filter,
+            shelf: Some(shelf.to_string()),
+        },
         study_id: non_empty(info.find("Experiment")),
         subject_ids: info
             .find("Animal Number")

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::instrument::{Instrument, ReadoutSpec};
 use super::scene::{render_tumour, SceneSpec, SimulatedAcquisition, TrueMouse, TrueTumour, Truth};
-use crate::acquisition::AcquisitionMeta;
+use crate::acquisition::{AcquisitionMeta, AcquisitionSettings};
 use crate::process::segment_input::{model_input, truth_labels, working_block_for};
 use crate::process::{quantify, FrameCalibration, FrameGeometry, ProcessingParams, Quantification};
 
@@ -573,13 +573,15 @@ pub fn generate_frame(profile: Profile, seed: u64, index: u64) -> TrainingFrame 
     let meta = AcquisitionMeta {
         instrument_id: inst.instrument_id.clone(),
         acquired_at,
-        exposure_s,
-        binning,
-        f_number,
-        fov_cm,
-        sensor_temp_c,
-        emission_filter: "open".into(),
-        shelf: None,
+        settings: AcquisitionSettings {
+            exposure_s,
+            binning,
+            f_number,
+            fov_cm,
+            sensor_temp_c,
+            emission_filter: "open".into(),
+            shelf: None,
+        },
         study_id: Some(format!("TRAINING-{profile:?}-{seed}")),
         subject_ids: mice.iter().map(|m| m.subject_id.clone()).collect(),
         injection_time: None,
