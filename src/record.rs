@@ -628,7 +628,7 @@ pub fn apply_qc(record: &mut MeasurementRecord, selection: &QcSelection) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::qc::{QcResult, ReferenceSource, SourcePlacement};
+    use crate::process::qc::QcResult;
     use chrono::TimeZone;
 
     fn qc_at(hour: u32, verdict: QcVerdict, factor: f64) -> QcResult {
@@ -636,37 +636,7 @@ mod tests {
             .with_ymd_and_hms(2026, 3, 2, hour, 0, 0)
             .single()
             .unwrap();
-        QcResult {
-            qc_id: format!("qc-{hour}"),
-            instrument_id: "sim-ivis-01".into(),
-            performed_at: t,
-            processed_at: t,
-            source: ReferenceSource {
-                id: "LED-1".into(),
-                radiance_p_s_cm2_sr: 1e6,
-                radiance_rel_uncertainty: 0.0025,
-                reference_date: t,
-                half_life_days: 0.0,
-            },
-            placement: SourcePlacement {
-                centre_cm: [11.2, 11.2],
-                radius_cm: 1.0,
-            },
-            expected_radiance: 1e6,
-            measurement: None,
-            response_factor: (verdict != QcVerdict::Invalid).then_some(ResponseFactor {
-                value: factor,
-                uncertainty: 0.002,
-                source_rel_uncertainty: 0.0025,
-            }),
-            verdict,
-            tolerance: 0.1,
-            valid_hours: 26.0,
-            fov_cm: 22.4,
-            f_number: 1.0,
-            error: None,
-            input: String::new(),
-        }
+        crate::process::qc::sample_result(&format!("qc-{hour}"), "sim-ivis-01", t, verdict, factor)
     }
 
     fn record_at(hour: u32) -> (MeasurementRecord, DateTime<Utc>) {

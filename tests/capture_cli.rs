@@ -2,17 +2,12 @@
 //! a pseudo-terminal into a folder that `lumiq process` quantifies; every fault knob either
 //! recovers or exits non-zero with one error line and no folder; `--help` lists the knobs.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn lumiq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lumiq"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("LUMIQ_CALIBRATION_DIR")
-        .output()
-        .expect("run lumiq")
-}
+use std::path::Path;
+use std::process::Output;
+
+use common::lumiq;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

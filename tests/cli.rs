@@ -6,18 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-fn lumiq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lumiq"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("LUMIQ_CALIBRATION_DIR")
-        .output()
-        .expect("run lumiq")
-}
+use common::lumiq;
 
 fn ok_json(out: Output) -> Value {
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -3,19 +3,13 @@
 //! `lumiq process --qc-history` on one frame, and `lumiq trend` over the study; and a QC
 //! that cannot see its source.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn lumiq(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lumiq"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("LUMIQ_CALIBRATION_DIR")
-        .output()
-        .expect("run lumiq")
-}
+use common::lumiq;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -152,7 +152,6 @@ pub fn qc_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::qc::{ReferenceSource, ResponseFactor, SourcePlacement};
     use chrono::{Duration, TimeZone};
 
     fn at(h: i64) -> DateTime<Utc> {
@@ -160,42 +159,12 @@ mod tests {
     }
 
     fn qc(h: i64, verdict: QcVerdict) -> QcResult {
-        QcResult {
-            qc_id: format!("qc-{h}"),
-            instrument_id: "imager-01".into(),
-            performed_at: at(h),
-            processed_at: at(h),
-            source: ReferenceSource {
-                id: "LED-1".into(),
-                radiance_p_s_cm2_sr: 5e5,
-                radiance_rel_uncertainty: 0.0025,
-                reference_date: at(0),
-                half_life_days: 0.0,
-            },
-            placement: SourcePlacement {
-                centre_cm: [11.2, 11.2],
-                radius_cm: 1.5,
-            },
-            expected_radiance: 5e5,
-            measurement: None,
-            response_factor: (verdict != QcVerdict::Invalid).then_some(ResponseFactor {
-                value: if verdict == QcVerdict::Pass {
-                    0.97
-                } else {
-                    0.82
-                },
-                uncertainty: 0.002,
-                source_rel_uncertainty: 0.0025,
-            }),
-            verdict,
-            tolerance: 0.1,
-            valid_hours: 26.0,
-            fov_cm: 22.4,
-            f_number: 1.0,
-            error: (verdict == QcVerdict::Invalid)
-                .then(|| "no reference source at (11.2, 11.2) cm".into()),
-            input: String::new(),
-        }
+        let factor = if verdict == QcVerdict::Pass {
+            0.97
+        } else {
+            0.82
+        };
+        crate::process::qc::sample_result(&format!("qc-{h}"), "imager-01", at(h), verdict, factor)
     }
 
     fn attention(history: &[QcResult], now_h: i64) -> (QcStatus, Vec<String>) {

@@ -333,6 +333,50 @@ pub fn select<'a>(
     }
 }
 
+/// A QC result for tests: an LED source at the frame's centre, measured at `at` with
+/// `factor` (no factor when `verdict` is invalid).
+#[cfg(test)]
+pub(crate) fn sample_result(
+    id: &str,
+    instrument_id: &str,
+    at: DateTime<Utc>,
+    verdict: QcVerdict,
+    factor: f64,
+) -> QcResult {
+    QcResult {
+        qc_id: id.into(),
+        instrument_id: instrument_id.into(),
+        performed_at: at,
+        processed_at: at,
+        source: ReferenceSource {
+            id: "LED-1".into(),
+            radiance_p_s_cm2_sr: 5e5,
+            radiance_rel_uncertainty: 0.0025,
+            reference_date: at,
+            half_life_days: 0.0,
+        },
+        placement: SourcePlacement {
+            centre_cm: [11.2, 11.2],
+            radius_cm: 1.5,
+        },
+        expected_radiance: 5e5,
+        measurement: None,
+        response_factor: (verdict != QcVerdict::Invalid).then_some(ResponseFactor {
+            value: factor,
+            uncertainty: 0.002,
+            source_rel_uncertainty: 0.0025,
+        }),
+        verdict,
+        tolerance: 0.1,
+        valid_hours: 26.0,
+        fov_cm: 22.4,
+        f_number: 1.0,
+        error: (verdict == QcVerdict::Invalid)
+            .then(|| "no reference source at (11.2, 11.2) cm".into()),
+        input: String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,38 +73,12 @@ pub fn load(path: &Path) -> Result<Vec<QcResult>, HistoryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::qc::{QcVerdict, ReferenceSource, SourcePlacement};
+    use crate::process::qc::QcVerdict;
     use chrono::{TimeZone, Utc};
 
     fn result(id: &str) -> QcResult {
         let t = Utc.with_ymd_and_hms(2026, 3, 2, 8, 0, 0).single().unwrap();
-        QcResult {
-            qc_id: id.into(),
-            instrument_id: "sim-ivis-01".into(),
-            performed_at: t,
-            processed_at: t,
-            source: ReferenceSource {
-                id: "LED-1".into(),
-                radiance_p_s_cm2_sr: 1e6,
-                radiance_rel_uncertainty: 0.0025,
-                reference_date: t,
-                half_life_days: 0.0,
-            },
-            placement: SourcePlacement {
-                centre_cm: [11.2, 11.2],
-                radius_cm: 1.0,
-            },
-            expected_radiance: 1e6,
-            measurement: None,
-            response_factor: None,
-            verdict: QcVerdict::Invalid,
-            tolerance: 0.1,
-            valid_hours: 26.0,
-            fov_cm: 22.4,
-            f_number: 1.0,
-            error: Some("no source".into()),
-            input: "qc-1".into(),
-        }
+        crate::process::qc::sample_result(id, "sim-ivis-01", t, QcVerdict::Invalid, 0.0)
     }
 
     #[test]

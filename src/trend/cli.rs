@@ -11,6 +11,7 @@ use clap::Args;
 
 use crate::job::{self, Sources};
 use crate::overlay::plot::{render_trend, PlotPoint, PlotSeries};
+use crate::process::qc::QcResult;
 use crate::process::ProcessingParams;
 use crate::record::{MeasurementRecord, QcState};
 
@@ -36,14 +37,7 @@ pub struct TrendArgs {
 /// Returns the exit code: 0 all read, 1 some acquisitions failed (listed on stderr).
 pub fn run(a: TrendArgs) -> anyhow::Result<i32> {
     let found = crate::batch::discover(&a.dirs);
-    let history = match &a.qc_history {
-        Some(p) => Some(crate::qc::history::load(p)?),
-        None => None,
-    };
-    let sources = Sources {
-        calibration_dir: a.calibration.as_deref(),
-        ..Sources::default()
-    };
+    let (history, sources) = inputs(a.qc_history.as_deref(), a.calibration.as_deref())?;
     let bar = if std::io::stderr().is_terminal() {
         indicatif::ProgressBar::new(found.acquisitions.len() as u64)
     } else {
@@ -103,12 +97,25 @@ pub fn run(a: TrendArgs) -> anyhow::Result<i32> {
     Ok(if failed.is_empty() { 0 } else { 1 })
 }
 
+/// The QC history, when given, and the calibration both commands quantify folders with.
+fn inputs<'a>(
+    qc_history: Option<&Path>,
+    calibration: Option<&'a Path>,
+) -> anyhow::Result<(Option<Vec<QcResult>>, Sources<'a>)> {
+    let history = qc_history.map(crate::qc::history::load).transpose()?;
+    let sources = Sources {
+        calibration_dir: calibration,
+        ..Sources::default()
+    };
+    Ok((history, sources))
+}
+
 /// The acquisition's record: its `record.json` when it has one (an archive folder), else
 /// quantified now; corrected by `history` when it carries no QC of its own.
 pub(crate) fn record_of(
     folder: &Path,
     sources: &Sources,
-    history: Option<&[crate::process::qc::QcResult]>,
+    history: Option<&[QcResult]>,
 ) -> anyhow::Result<MeasurementRecord> {
     let stored = folder.join("record.json");
     let mut record: MeasurementRecord = if stored.is_file() {
@@ -206,14 +213,7 @@ pub fn kinetics(a: KineticsArgs) -> anyhow::Result<()> {
                 .join(", ")
         );
     }
-    let history = match &a.qc_history {
-        Some(p) => Some(crate::qc::history::load(p)?),
-        None => None,
-    };
-    let sources = Sources {
-        calibration_dir: a.calibration.as_deref(),
-        ..Sources::default()
-    };
+    let (history, sources) = inputs(a.qc_history.as_deref(), a.calibration.as_deref())?;
     let records = found
         .acquisitions
         .iter()

@@ -1,9 +1,22 @@
-//! Helpers shared by the integration tests: matching measured regions to the simulator's
-//! ground truth.
+//! Helpers shared by the integration tests: running the binary as a user does, and matching
+//! measured regions to the simulator's ground truth.
 #![allow(dead_code)]
+
+use std::process::{Command, Output};
 
 use lumiq::process::{Quantification, RegionSource};
 use lumiq::simulate::{TrueTumour, Truth};
+
+/// Run the `lumiq` binary from the repository's root (where `calibration/sim-ivis-01`
+/// is found), without the calibration variable of the calling shell.
+pub fn lumiq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lumiq"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("LUMIQ_CALIBRATION_DIR")
+        .output()
+        .expect("run lumiq")
+}
 
 /// For each true tumour, the index (in `q.regions`) of the detected region covering its
 /// centre, if any.
