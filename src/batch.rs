@@ -25,7 +25,7 @@ use crate::record::{MeasurementRecord, RadianceStatsRecord};
 
 /// The CSV's header. The first nine are Living Image's ROI measurement columns under
 /// Living Image's names; the rest are lumiq's (record field names, units in the name).
-pub const COLUMNS: [&str; 23] = [
+pub const COLUMNS: [&str; 27] = [
     "Image Number",
     "ROI",
     "Image Layer",
@@ -49,6 +49,10 @@ pub const COLUMNS: [&str; 23] = [
     "measurement_id",
     "detector",
     "acquired_at",
+    "qc_corrected_flux_p_s",
+    "qc_corrected_flux_sigma_p_s",
+    "qc_state",
+    "qc_response_factor",
 ];
 
 /// Header of the errors file.
@@ -264,6 +268,10 @@ struct Row {
     measurement_id: String,
     detector: String,
     acquired_at: String,
+    qc_corrected_flux_p_s: String,
+    qc_corrected_flux_sigma_p_s: String,
+    qc_state: String,
+    qc_response_factor: String,
 }
 
 impl Row {
@@ -292,6 +300,10 @@ impl Row {
             self.measurement_id,
             self.detector,
             self.acquired_at,
+            self.qc_corrected_flux_p_s,
+            self.qc_corrected_flux_sigma_p_s,
+            self.qc_state,
+            self.qc_response_factor,
         ]
     }
 }
@@ -314,6 +326,15 @@ pub fn rows(folder: &Path, record: &MeasurementRecord) -> Vec<Vec<String>> {
         measurement_id: record.measurement_id.to_string(),
         detector: record.processing.detector.clone(),
         acquired_at: record.acquired_at.clone(),
+        qc_state: serde_json::to_value(record.qc.state)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        qc_response_factor: record
+            .qc
+            .response_factor
+            .map(|k| num(k.value))
+            .unwrap_or_default(),
         ..Row::default()
     };
     if record.regions.is_empty() {
@@ -351,6 +372,16 @@ pub fn rows(folder: &Path, record: &MeasurementRecord) -> Vec<Vec<String>> {
                 saturated: g.saturated.to_string(),
                 subject_id: g.subject_id.clone().unwrap_or_default(),
                 quality_flags: joined_flags(record.flags.iter().chain(&g.flags)),
+                qc_corrected_flux_p_s: g
+                    .qc_corrected_flux
+                    .as_ref()
+                    .map(|c| num(c.value))
+                    .unwrap_or_default(),
+                qc_corrected_flux_sigma_p_s: g
+                    .qc_corrected_flux
+                    .as_ref()
+                    .map(|c| num(c.uncertainty))
+                    .unwrap_or_default(),
                 ..acquisition.clone()
             }
             .cells()
@@ -453,6 +484,9 @@ pub struct BatchOptions<'a> {
     pub ivis_backgrounds: Option<&'a Path>,
     pub params: &'a ProcessingParams,
     pub model: Option<&'a dyn SegmentationModel>,
+    /// The QC history (as `lumiq process --qc-history`): each record corrected by the QC
+    /// of its acquisition time.
+    pub qc_history: Option<&'a [crate::process::qc::QcResult]>,
 }
 
 /// Quantify one folder as `lumiq process` does; the error, on one line, is what `lumiq
@@ -473,8 +507,14 @@ fn quantify_folder(path: &Path, opts: &BatchOptions) -> Result<MeasurementRecord
                 },
             )
             .map_err(FolderFailure::Load)?;
-            let out = job::run_with_model(input, opts.params, opts.model)
+            let acquired_at = input.acquisition.meta.acquired_at;
+            let mut out = job::run_with_model(input, opts.params, opts.model)
                 .map_err(|e| FolderFailure::Run(path.to_path_buf(), e))?;
+            if let Some(history) = opts.qc_history {
+                let selection =
+                    crate::process::qc::select(history, &out.record.instrument_id, acquired_at);
+                crate::record::apply_qc(&mut out.record, &selection);
+            }
             Ok(out.record)
         },
     ));
@@ -633,6 +673,33 @@ mod tests {
     }
 
     #[test]
+    fn qc_columns_carry_the_corrected_flux_of_the_applied_qc() {
+        let mut rec = crate::delivery::synthetic::record("sim", 3);
+        let col = |name: &str| COLUMNS.iter().position(|c| *c == name).unwrap();
+        let plain = rows(Path::new("/a/1"), &rec);
+        assert_eq!(plain[0][col("qc_state")], "not_configured");
+        assert_eq!(plain[0][col("qc_corrected_flux_p_s")], "");
+        let at = chrono::DateTime::parse_from_rfc3339(&rec.acquired_at)
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let history = [crate::process::qc::sample_result(
+            "qc-1",
+            &rec.instrument_id,
+            at - chrono::Duration::hours(1),
+            crate::process::qc::QcVerdict::Pass,
+            0.8,
+        )];
+        let id = rec.instrument_id.clone();
+        crate::record::apply_qc(&mut rec, &crate::process::qc::select(&history, &id, at));
+        for (row, region) in rows(Path::new("/a/1"), &rec).iter().zip(&rec.regions) {
+            assert_eq!(row[col("qc_state")], "current");
+            assert_eq!(row[col("qc_response_factor")], "0.8");
+            let c: f64 = row[col("qc_corrected_flux_p_s")].parse().unwrap();
+            assert!((c - region.total_flux.value / 0.8).abs() < 1e-6 * c);
+        }
+    }
+
+    #[test]
     fn an_acquisition_without_regions_still_gets_one_row() {
         let mut rec = crate::delivery::synthetic::record("sim", 1);
         rec.regions.clear();
@@ -674,7 +741,7 @@ mod tests {
         let dest = t.path().join("out.csv");
         {
             let mut w = AtomicCsv::create(&dest, &COLUMNS).unwrap();
-            w.write(&["a"; 23]).unwrap();
+            w.write(&["a"; COLUMNS.len()]).unwrap();
         }
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
         let w = AtomicCsv::create(&dest, &ERROR_COLUMNS).unwrap();

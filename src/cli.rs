@@ -151,6 +151,9 @@ pub struct BatchArgs {
     /// Segmentation model file (as for `lumiq process`).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// The QC history (as for `lumiq process`): fills the qc_* columns.
+    #[arg(long, value_name = "FILE")]
+    pub qc_history: Option<PathBuf>,
 }
 
 /// `--detector` values.
@@ -404,6 +407,11 @@ fn batch_run(a: &BatchArgs) -> anyhow::Result<crate::batch::Summary> {
         detector,
         ..ProcessingParams::default()
     };
+    let qc_history = a
+        .qc_history
+        .as_deref()
+        .map(crate::qc::history::load)
+        .transpose()?;
     let progress = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
@@ -426,6 +434,7 @@ fn batch_run(a: &BatchArgs) -> anyhow::Result<crate::batch::Summary> {
             model: model
                 .as_ref()
                 .map(|m| m as &dyn crate::process::SegmentationModel),
+            qc_history: qc_history.as_deref(),
         },
         &progress,
     )?)
