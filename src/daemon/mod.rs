@@ -320,6 +320,7 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
     let mut retention_tick = tokio::time::interval(Duration::from_secs(600));
     let mut stop_rx = hooks.stop.take();
     let mut lims = lims_commands;
+    let mut qc_watch = qc::QcWatch::new(&shared.settings);
     loop {
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
@@ -352,7 +353,13 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
                     tracing::error!("not pinging the watchdog: {}", if stale.is_empty() { "the publisher or the acquire stage stopped".to_string() } else { stale.join("; ") });
                 }
             }
-            _ = status_tick.tick() => notifier.status(&shared.status_line()),
+            _ = status_tick.tick() => {
+                notifier.status(&shared.status_line());
+                for r in qc_watch.new_results(&shared.settings) {
+                    tracing::info!("{}", crate::qc::summary_line(&r));
+                    shared.publish_event(qc::qc_event(&r));
+                }
+            }
             _ = retention_tick.tick() => retention(&shared),
         }
     }

@@ -7,7 +7,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashSet;
+
 use crate::config::Settings;
+use crate::delivery::wire::{EventKind, NewEvent, Severity};
 use crate::process::qc::{QcResult, QcVerdict};
 use crate::record::MeasurementRecord;
 
@@ -31,6 +34,61 @@ pub(super) fn apply_to_record(settings: &Settings, record: &mut MeasurementRecor
         .unwrap_or_else(|_| Utc::now());
     let selection = crate::process::qc::select(&history, &record.instrument_id, at);
     crate::record::apply_qc(record, &selection);
+}
+
+/// The `qc` event of one result: `qc_pass` (info), `qc_out_of_tolerance` (warning) or
+/// `qc_invalid` (error), with the QC's id, source and factor.
+pub(super) fn qc_event(r: &QcResult) -> NewEvent {
+    let (code, severity) = match r.verdict {
+        QcVerdict::Pass => ("qc_pass", Severity::Info),
+        QcVerdict::OutOfTolerance => ("qc_out_of_tolerance", Severity::Warning),
+        QcVerdict::Invalid => ("qc_invalid", Severity::Error),
+    };
+    let mut ev = NewEvent::new(EventKind::Qc, code, severity, crate::qc::summary_line(r))
+        .detail("qc_id", r.qc_id.clone())
+        .detail("source_id", r.source.id.clone())
+        .detail(
+            "performed_at",
+            crate::delivery::wire::rfc3339(r.performed_at),
+        );
+    if let Some(k) = r.response_factor {
+        ev = ev.detail("response_factor", k.value);
+    }
+    ev
+}
+
+/// Announces each QC appended to the history while the daemon runs (`lumiq qc` on this
+/// machine) as a `qc` event, once. Results already in the history at start are not
+/// announced again.
+pub(super) struct QcWatch {
+    seen: HashSet<String>,
+}
+
+impl QcWatch {
+    pub(super) fn new(settings: &Settings) -> Self {
+        let seen = match settings.qc {
+            Some(_) => crate::qc::history::load(&settings.qc_history_path())
+                .map(|h| h.into_iter().map(|r| r.qc_id).collect())
+                .unwrap_or_default(),
+            None => HashSet::new(),
+        };
+        QcWatch { seen }
+    }
+
+    /// The results of this instrument not announced yet, oldest first.
+    pub(super) fn new_results(&mut self, settings: &Settings) -> Vec<QcResult> {
+        if settings.qc.is_none() {
+            return Vec::new();
+        }
+        let Ok(history) = crate::qc::history::load(&settings.qc_history_path()) else {
+            return Vec::new();
+        };
+        history
+            .into_iter()
+            .filter(|r| r.instrument_id == settings.instrument.id)
+            .filter(|r| self.seen.insert(r.qc_id.clone()))
+            .collect()
+    }
 }
 
 /// The QC part of the report, read from the history in the state directory.
@@ -201,6 +259,46 @@ mod tests {
         assert!(a.iter().any(|l| l.contains("no QC yet")), "{a:?}");
         let s = qc_status(true, "imager-01", Err("bad line 3".into()), at(10));
         assert!(qc_attention(&s).iter().any(|l| l.contains("bad line 3")));
+    }
+
+    #[test]
+    fn each_new_qc_is_announced_once_with_its_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::from_toml_str(
+            &format!(
+                "[instrument]\nid = \"imager-01\"\nsite = \"lab\"\n[state]\ndir = {:?}\n\
+                 [qc]\nsource_id = \"LED-1\"\nsource_kind = \"led\"\nradiance = 5e5\n\
+                 reference_date = \"2026-01-01\"\nsource_centre_cm = [11.2, 11.2]\nsource_radius_cm = 1.5\n",
+                dir.path().display().to_string()
+            ),
+            "test",
+        )
+        .unwrap();
+        let path = settings.qc_history_path();
+        crate::qc::history::append(&path, &qc(1, QcVerdict::Pass)).unwrap();
+        let mut watch = QcWatch::new(&settings);
+        assert!(
+            watch.new_results(&settings).is_empty(),
+            "the old one is not news"
+        );
+        crate::qc::history::append(&path, &qc(2, QcVerdict::OutOfTolerance)).unwrap();
+        crate::qc::history::append(&path, &qc(3, QcVerdict::Invalid)).unwrap();
+        let news = watch.new_results(&settings);
+        assert_eq!(news.len(), 2);
+        assert!(watch.new_results(&settings).is_empty(), "announced once");
+        let ev = qc_event(&news[0]);
+        assert_eq!(
+            (ev.code.as_str(), ev.severity),
+            ("qc_out_of_tolerance", Severity::Warning)
+        );
+        assert_eq!(ev.details["qc_id"], "qc-2");
+        assert_eq!(ev.details["response_factor"], 0.82);
+        let ev = qc_event(&news[1]);
+        assert_eq!(
+            (ev.code.as_str(), ev.severity),
+            ("qc_invalid", Severity::Error)
+        );
+        assert!(ev.message.contains("QC invalid"));
     }
 
     #[test]
