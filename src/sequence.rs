@@ -176,7 +176,7 @@ pub fn build(
                 KineticPoint {
                     minutes: frames[f].minutes,
                     flux: g.total_flux.value,
-                    sigma: statistical(&g.total_flux.uncertainty_components),
+                    sigma: g.total_flux.uncertainty_components.statistical(),
                 }
             })
             .collect();
@@ -190,7 +190,7 @@ pub fn build(
                     .map(|c| KineticPoint {
                         minutes: frames[f].minutes,
                         flux: c.value,
-                        sigma: statistical(&c.uncertainty_components),
+                        sigma: c.uncertainty_components.statistical(),
                     })
             })
             .collect();
@@ -241,10 +241,6 @@ pub fn build(
         regions,
         flags,
     })
-}
-
-fn statistical(c: &crate::process::UncertaintyComponents) -> f64 {
-    c.statistical()
 }
 
 fn peak_value(s: &KineticSummary) -> Value {
