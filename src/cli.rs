@@ -601,7 +601,7 @@ fn parse_coefficient(text: &str) -> anyhow::Result<CoefficientEntry> {
     let nums: Result<Vec<f64>, _> = parts.iter().map(|p| p.trim().parse::<f64>()).collect();
     match nums {
         Ok(v) if v.len() == 4 && v.iter().all(|x| x.is_finite()) && v[0] > 0.0 && v[1] > 0.0 && v[2] > 0.0 && v[3] >= 0.0 => {
-            Ok(CoefficientEntry { fov_cm: v[0], f_number: v[1], c: v[2], rel_uncertainty: v[3] })
+            Ok(CoefficientEntry { fov_cm: v[0], f_number: v[1], c: v[2], rel_uncertainty: v[3], version: 1 })
         }
         _ => anyhow::bail!("--coefficient {text:?}: expected FOV_CM:F_NUMBER:C:REL_UNCERTAINTY with positive numbers, e.g. 22.4:1:7.223e5:0.05"),
     }

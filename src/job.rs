@@ -149,6 +149,7 @@ pub fn load_with(path: &Path, sources: &Sources) -> Result<LoadedInput, JobError
                     id: i.id,
                     sha256: i.sha256,
                     detail: i.detail,
+                    version: i.version,
                 })
                 .collect(),
         };
@@ -193,6 +194,7 @@ pub fn load_with(path: &Path, sources: &Sources) -> Result<LoadedInput, JobError
                     id: file.clone(),
                     sha256: sha.clone(),
                     detail: String::new(),
+                    version: None,
                 })
                 .collect(),
         };

@@ -214,6 +214,11 @@ pub struct CalibrationItemRecord {
     /// when there is nothing to add (IVIS files).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// The entry's version in the calibration set: 1 when first made, one more each time
+    /// `lumiq calibrate` replaced it; absent for the index, the bad-pixel map and IVIS
+    /// files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 /// The record's `calibration`: where the radiance scale and the masters came from.

@@ -337,6 +337,7 @@ pub fn build_set(
             ));
         }
         new.bias.push(BiasEntry {
+            version: 1,
             binning: b,
             file: file.clone(),
             frames_combined: m.frames_combined as u32,
@@ -396,6 +397,7 @@ pub fn build_set(
         write_f32(&out.join(&file), &m.data)?;
         bar.inc(1);
         new.dark.push(DarkEntry {
+            version: 1,
             binning: b,
             exposure_s: exposure,
             sensor_temp_c: (temp * 100.0).round() / 100.0,
@@ -499,6 +501,7 @@ pub fn build_set(
         write_f32(&out.join(&file), &flat.stored)?;
         bar.inc(1);
         new.flat.push(FlatEntry {
+            version: 1,
             fov_cm: g0.fov_cm,
             binning: b,
             filter: g0.emission_filter.trim().to_string(),

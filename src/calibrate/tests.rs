@@ -130,6 +130,28 @@ fn builds_a_set_from_simulated_frames_and_merges_into_it() {
     let n = inst.frame_px(4);
     let (_, items) = set.frame_calibration(&meta(&inst, 4, 200.0), n, n).unwrap();
     assert_eq!(items[2].id, "dark_b4_240s_-90.0C.tiff", "{:?}", items[2]);
+    assert_eq!(items[2].version, Some(1));
+
+    // The same darks again: that entry's next version; the coefficients, given again
+    // unchanged, keep theirs; a changed coefficient is the next version.
+    build_set(&darks, out.path(), &opts).unwrap();
+    let set = CalibrationSet::load(out.path()).unwrap();
+    let (_, items) = set.frame_calibration(&meta(&inst, 4, 200.0), n, n).unwrap();
+    assert_eq!(items[2].version, Some(2), "{:?}", items[2]);
+    assert!(set.index.coefficient.iter().all(|c| c.version == 1));
+    assert!(set.index.bias.iter().all(|b| b.version == 1));
+    let mut changed = opts.clone();
+    changed.coefficients[0].c *= 1.01;
+    build_set(&darks, out.path(), &changed).unwrap();
+    let set = CalibrationSet::load(out.path()).unwrap();
+    let versions: Vec<u32> = set.index.coefficient.iter().map(|c| c.version).collect();
+    assert_eq!(
+        versions.iter().filter(|&&v| v == 2).count(),
+        1,
+        "{versions:?}"
+    );
+    let text = std::fs::read_to_string(out.path().join("calibration.toml")).unwrap();
+    assert!(text.contains("version = 2"), "{text}");
 }
 
 #[test]

@@ -15,8 +15,8 @@ use super::error::CalibrateError;
 use super::{round_to, CalibrateOptions};
 use crate::errors::FileError;
 use crate::formats::calibration_set::{
-    BiasEntry, CalibrationIndex, CalibrationSet, DarkEntry, FlatEntry, SensorSection,
-    FOV_TOLERANCE_CM, F_NUMBER_TOLERANCE, INDEX_FILE, SCHEMA, SCHEMA_VERSION,
+    BiasEntry, CalibrationIndex, CalibrationSet, CoefficientEntry, DarkEntry, FlatEntry,
+    SensorSection, FOV_TOLERANCE_CM, F_NUMBER_TOLERANCE, INDEX_FILE, SCHEMA, SCHEMA_VERSION,
 };
 use crate::process::combine::PhotonTransfer;
 
@@ -151,29 +151,37 @@ pub(super) fn merge(
     ix.dark_rules = opts.dark_rules;
     ix.sensor = sensor;
     let mut replaced_files: Vec<String> = Vec::new();
-    for e in new.bias {
+    // A replaced entry's successor is its next version.
+    for mut e in new.bias {
+        let mut previous = 0;
         ix.bias.retain(|o| {
             let same = o.binning == e.binning;
             if same {
                 replaced_files.push(o.file.clone());
+                previous = previous.max(o.version);
             }
             !same
         });
+        e.version = previous + 1;
         ix.bias.push(e);
     }
-    for e in new.dark {
+    for mut e in new.dark {
+        let mut previous = 0;
         ix.dark.retain(|o| {
             let same = o.binning == e.binning
                 && (o.exposure_s - e.exposure_s).abs() <= 1e-3
                 && (o.sensor_temp_c - e.sensor_temp_c).abs() <= 0.5;
             if same {
                 replaced_files.push(o.file.clone());
+                previous = previous.max(o.version);
             }
             !same
         });
+        e.version = previous + 1;
         ix.dark.push(e);
     }
-    for e in new.flat {
+    for mut e in new.flat {
+        let mut previous = 0;
         ix.flat.retain(|o| {
             let same = o.binning == e.binning
                 && (o.fov_cm - e.fov_cm).abs() <= FOV_TOLERANCE_CM
@@ -181,9 +189,11 @@ pub(super) fn merge(
                 && o.filter.trim().eq_ignore_ascii_case(e.filter.trim());
             if same {
                 replaced_files.push(o.file.clone());
+                previous = previous.max(o.version);
             }
             !same
         });
+        e.version = previous + 1;
         ix.flat.push(e);
     }
     for e in new.bad_pixels.binned {
@@ -194,12 +204,19 @@ pub(super) fn merge(
         ix.bad_pixels.pixels = pixels;
         ix.bad_pixels.columns = columns;
     }
+    // A coefficient given again with the same value keeps its version.
     for c in &opts.coefficients {
+        let mut version = 1;
         ix.coefficient.retain(|o| {
-            !((o.fov_cm - c.fov_cm).abs() <= FOV_TOLERANCE_CM
-                && (o.f_number - c.f_number).abs() <= F_NUMBER_TOLERANCE)
+            let same = (o.fov_cm - c.fov_cm).abs() <= FOV_TOLERANCE_CM
+                && (o.f_number - c.f_number).abs() <= F_NUMBER_TOLERANCE;
+            if same {
+                let unchanged = o.c == c.c && o.rel_uncertainty == c.rel_uncertainty;
+                version = version.max(if unchanged { o.version } else { o.version + 1 });
+            }
+            !same
         });
-        ix.coefficient.push(*c);
+        ix.coefficient.push(CoefficientEntry { version, ..*c });
     }
     ix.bias.sort_by_key(|e| e.binning);
     ix.dark.sort_by(|a, b| {

@@ -124,6 +124,7 @@ pub fn record(instrument_id: &str, n: u64) -> MeasurementRecord {
                     id: format!("{kind}_b8"),
                     sha256: sha(k as u8 + 1),
                     detail: String::new(),
+                    version: Some(1),
                 })
                 .collect(),
         },

@@ -185,6 +185,7 @@ pub fn sim_instrument_options(inst: &Instrument) -> CalibrateOptions {
     for fov in [12.5, 22.4] {
         for f in [1.0, 2.0, 4.0, 8.0, 16.0] {
             o.coefficients.push(CoefficientEntry {
+                version: 1,
                 fov_cm: fov,
                 f_number: f,
                 c: inst.coefficient(fov, f),

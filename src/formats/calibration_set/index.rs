@@ -84,6 +84,10 @@ pub struct BiasEntry {
     pub frames_combined: u32,
     /// One-sigma noise of the master, per pixel, ADU.
     pub noise_adu: f64,
+    /// Version of this entry: 1 when first made, one more each time `lumiq calibrate`
+    /// replaces it (written only from 2 on).
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    pub version: u32,
 }
 
 /// `[[dark]]`: dark charge (bias removed) for one exposure, temperature and binning, ADU.
@@ -97,6 +101,10 @@ pub struct DarkEntry {
     pub frames_combined: u32,
     /// One-sigma noise of the master, per pixel, ADU (at its own exposure).
     pub noise_adu: f64,
+    /// Version of this entry: 1 when first made, one more each time `lumiq calibrate`
+    /// replaces it (written only from 2 on).
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    pub version: u32,
 }
 
 /// `[[flat]]`: relative sensitivity, 1.0 on the optical axis.
@@ -110,6 +118,10 @@ pub struct FlatEntry {
     pub file: String,
     #[serde(default)]
     pub frames_combined: u32,
+    /// Version of this entry: 1 when first made, one more each time `lumiq calibrate`
+    /// replaces it (written only from 2 on).
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    pub version: u32,
 }
 
 /// `[bad_pixels]`: known-defective pixels. `pixels` and `columns` are unbinned sensor
@@ -152,6 +164,18 @@ pub struct CoefficientEntry {
     pub c: f64,
     /// One-sigma relative uncertainty of `c`.
     pub rel_uncertainty: f64,
+    /// Version of this entry: 1 when first made, one more each time `lumiq calibrate`
+    /// replaces it (written only from 2 on).
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    pub version: u32,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+fn is_first_version(v: &u32) -> bool {
+    *v == 1
 }
 
 impl CalibrationIndex {

@@ -25,6 +25,9 @@ pub struct CalibrationItem {
     pub sha256: String,
     /// What was selected and how it was scaled.
     pub detail: String,
+    /// The entry's version in the set (see `CalibrationIndex`); none for the index itself
+    /// and the bad-pixel map.
+    pub version: Option<u32>,
 }
 
 impl CalibrationSet {
@@ -55,6 +58,7 @@ impl CalibrationSet {
                 ix.instrument_id,
                 ix.created_at.to_rfc3339()
             ),
+            version: None,
         }];
 
         if meta.instrument_id != ix.instrument_id {
@@ -101,6 +105,7 @@ impl CalibrationSet {
                 "binning {b}, {} frames combined, noise {:.3} ADU",
                 bias_entry.frames_combined, bias_entry.noise_adu
             ),
+            version: Some(bias_entry.version),
         });
 
         // Dark.
@@ -162,6 +167,7 @@ impl CalibrationSet {
                 flat_entry.f_number,
                 flat_entry.frames_combined
             ),
+            version: Some(flat_entry.version),
         });
 
         // Bad pixels.
@@ -171,6 +177,7 @@ impl CalibrationSet {
             id: format!("{INDEX_FILE} [bad_pixels]"),
             sha256: self.index_sha256.clone(),
             detail: bp_detail,
+            version: None,
         });
 
         // Coefficient.
@@ -210,6 +217,7 @@ impl CalibrationSet {
                 coef.c,
                 100.0 * coef.rel_uncertainty
             ),
+            version: Some(coef.version),
         });
 
         let cal = FrameCalibration {
@@ -346,6 +354,7 @@ impl CalibrationSet {
                 describe(entry),
                 entry.frames_combined
             ),
+            version: Some(entry.version),
         };
         Ok((dark, var, item))
     }

@@ -33,6 +33,7 @@ fn index() -> CalibrationIndex {
         },
         dark_rules: DarkRules::default(),
         bias: vec![BiasEntry {
+            version: 1,
             binning: B,
             file: "bias_b4.tiff".into(),
             frames_combined: 10,
@@ -40,6 +41,7 @@ fn index() -> CalibrationIndex {
         }],
         dark: vec![
             DarkEntry {
+                version: 1,
                 binning: B,
                 exposure_s: 60.0,
                 sensor_temp_c: -90.0,
@@ -48,6 +50,7 @@ fn index() -> CalibrationIndex {
                 noise_adu: 1.5,
             },
             DarkEntry {
+                version: 1,
                 binning: B,
                 exposure_s: 600.0,
                 sensor_temp_c: -90.0,
@@ -57,6 +60,7 @@ fn index() -> CalibrationIndex {
             },
         ],
         flat: vec![FlatEntry {
+            version: 1,
             fov_cm: 22.4,
             binning: B,
             filter: "open".into(),
@@ -81,6 +85,7 @@ fn index() -> CalibrationIndex {
             ],
         },
         coefficient: vec![CoefficientEntry {
+            version: 1,
             fov_cm: 22.4,
             f_number: 1.0,
             c: 7.223e5,
@@ -249,6 +254,7 @@ fn missing_coefficient_is_refused() {
     let dir = make_set(
         |ix| {
             ix.flat.push(FlatEntry {
+                version: 1,
                 fov_cm: 12.5,
                 ..ix.flat[0].clone()
             });
