@@ -229,6 +229,38 @@ fn a_good_config_passes() {
 }
 
 #[test]
+fn a_reference_source_is_checked_and_summarised() {
+    let qc = "[qc]\nsource_id = \"LED-0042\"\nsource_kind = \"tritium\"\nradiance = 5e5\n\
+              reference_date = \"2026-01-15\"\nsource_centre_cm = [11.2, 11.2]\nsource_radius_cm = 1.5\n";
+    let (_dir, _file, out) = check_with(qc, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = stdout(&out);
+    assert!(
+        summary.contains("qc           source LED-0042 (tritium), tolerance ±10 %"),
+        "{summary}"
+    );
+    // A date nobody can read, a negative radius and an impossible uncertainty: each named.
+    let bad = qc
+        .replace("\"2026-01-15\"", "\"15/01/2026\"")
+        .replace("source_radius_cm = 1.5", "source_radius_cm = -1")
+        + "radiance_rel_uncertainty = 2\n";
+    let (_dir, _file, out) = check_with(&bad, &[]);
+    assert_refused(
+        &out,
+        &[
+            "qc.reference_date = \"15/01/2026\"",
+            "e.g. reference_date = \"2026-01-15\"",
+            "qc.source_radius_cm = -1",
+            "qc.radiance_rel_uncertainty = 2",
+        ],
+    );
+}
+
+#[test]
 fn unknown_key_is_named_with_its_section_and_the_valid_keys() {
     let (_dir, file, out) = check_with("[broker]\nhost = \"localhost\"\nprot = 1883\n", &[]);
     let err = assert_refused(

@@ -169,6 +169,21 @@ impl Settings {
         );
         let _ = writeln!(s, "  calibration  {}", self.calibration_dir().display());
         let _ = writeln!(s, "  status       {}", self.status.socket.display());
+        let _ = match &self.qc {
+            None => writeln!(s, "  qc           none (no reference source)"),
+            Some(q) => writeln!(
+                s,
+                "  qc           source {} ({}), tolerance ±{} %, current {} h, history {}",
+                q.source_id,
+                match q.source_kind {
+                    SourceKind::Led => "LED",
+                    SourceKind::Tritium => "tritium",
+                },
+                100.0 * q.tolerance,
+                q.valid_hours,
+                self.qc_history_path().display()
+            ),
+        };
         let _ = writeln!(
             s,
             "  detector     {}{}",
