@@ -7,7 +7,7 @@
 //! - [`dark`]: the dark from the library, or acquired and added to it.
 //! - [`folder`]: writing captures as lumiq acquisition folders, atomically.
 //! - [`cli`]: `lumiq capture`.
-//! - [`simulated`]: the simulated imager wired through the real codecs, drivers and a
+//! - [`sim`]: the simulated imager wired through the real codecs, drivers and a
 //!   pseudo-terminal.
 //!
 //! Does not own: the devices' protocols ([`crate::camera`], [`crate::controller`]) or
@@ -18,7 +18,7 @@ pub mod cli;
 pub mod dark;
 pub mod folder;
 pub mod sequence;
-pub mod simulated;
+pub mod sim;
 
 pub use sequence::{Capture, CaptureError, CaptureReport, Imager, SequenceConfig};
-pub use simulated::{simulated_imager, simulated_sequence, SimulatedImager, SimulatedOptions};
+pub use sim::{simulated_imager, simulated_sequence, SimulatedImager, SimulatedOptions};
