@@ -1,4 +1,5 @@
-//! Acquisition sequences: what the imager does when a technician presses start.
+//! Acquisition sequences: what the imager does when a technician presses start. (Acquire
+//! is the verb; the data it makes is [`crate::acquisition`].)
 //!
 //! - [`sequence`]: the [`Imager`] (camera + controller) and its sequences — prepare (door
 //!   interlock, stage, filter, cooling lock), photograph, auto-exposed luminescent frame,
