@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lumiq::camera::sim_scene::FramePhysics;
+use lumiq::camera::sim::scene::FramePhysics;
 use lumiq::camera::stream::{
     encode_block, Leader, StreamDecoder, StreamEvent, StreamLimits, PIXEL_FORMAT_MONO16,
     TRAILER_SUCCESS,

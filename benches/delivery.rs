@@ -86,7 +86,7 @@ fn bench_commit(c: &mut Criterion) {
 }
 
 /// A current-thread tokio runtime driven by its own thread (the publisher's), while the
-/// bench thread commits, as the daemon's pipeline thread will.
+/// bench thread commits, as the daemon's commit stage does.
 struct Rt {
     handle: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,

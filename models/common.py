@@ -1,7 +1,7 @@
 """Shared by train.py, export.py and evaluate.py: the network, data loading, the target
 and ignore masks, and the object-level matching used for the model card's metrics.
 
-The network's input is defined in src/process/segment_input.rs (asinh of the per-pixel
+The network's input is defined in src/process/model_input.rs (asinh of the per-pixel
 significance on the detector's working grid); frames come from
 `lumiq simulate-training` (see src/simulate/training.rs for the file layout).
 """
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 # Height and width of the network's input must be multiples of this
-# (segment_input::PAD_MULTIPLE).
+# (model_input::PAD_MULTIPLE).
 PAD_MULTIPLE = 16
 
 

@@ -131,8 +131,8 @@ output_name = "output"
 output_kind = "logits"
 threshold = {threshold}
 # Input: [1, 1, H, W] f32 on the detector's working grid, asinh(net / sigma); the exact
-# definition (and the grid's block size) is src/process/segment_input.rs::model_input.
-input_definition = "src/process/segment_input.rs::model_input"
+# definition (and the grid's block size) is src/process/model_input.rs::model_input.
+input_definition = "src/process/model_input.rs::model_input"
 pad_multiple = {PAD_MULTIPLE}
 
 [training]

@@ -1,5 +1,6 @@
 //! The data model of one acquisition as it arrives from an instrument: settings, ids,
-//! raw frames and imported regions of interest.
+//! raw frames and imported regions of interest. (An acquisition is the data; making one
+//! on the devices is [`crate::acquire`].)
 //!
 //! Owns: plain values, no I/O. Readers in [`crate::formats`] build these from lumiq
 //! acquisition folders and IVIS click folders; [`crate::process`] consumes them.

@@ -1,5 +1,6 @@
 //! The quantification job: read an acquisition (lumiq folder or IVIS click folder) and
-//! its calibration, quantify it, build the record, and write the outputs.
+//! its calibration, quantify it, build the record, and write the outputs. A job is always
+//! this, one acquisition quantified end to end; the daemon runs one per capture.
 //!
 //! Owns: the I/O around the pure core for one acquisition — what `lumiq process` runs
 //! and what the daemon will run for every acquisition. Errors name the file and the fix.

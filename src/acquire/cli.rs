@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::folder;
 use super::sequence::{Capture, Imager, SequenceConfig};
-use super::simulated::{simulated_imager, simulated_sequence, SimulatedOptions};
+use super::sim::{simulated_imager, simulated_sequence, SimulatedOptions};
 use crate::camera::usb::{UsbCameraConfig, UsbConnector};
 use crate::camera::{Camera, CameraConfig, FaultKnob, FaultPlan, RegisterMap, SystemClock};
 use crate::controller::{Controller, ControllerConfig};

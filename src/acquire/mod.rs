@@ -1,4 +1,5 @@
-//! Acquisition sequences: what the imager does when a technician presses start.
+//! Acquisition sequences: what the imager does when a technician presses start. (Acquire
+//! is the verb; the data it makes is [`crate::acquisition`].)
 //!
 //! - [`sequence`]: the [`Imager`] (camera + controller) and its sequences — prepare (door
 //!   interlock, stage, filter, cooling lock), photograph, auto-exposed luminescent frame,
@@ -7,7 +8,7 @@
 //! - [`dark`]: the dark from the library, or acquired and added to it.
 //! - [`folder`]: writing captures as lumiq acquisition folders, atomically.
 //! - [`cli`]: `lumiq capture`.
-//! - [`simulated`]: the simulated imager wired through the real codecs, drivers and a
+//! - [`sim`]: the simulated imager wired through the real codecs, drivers and a
 //!   pseudo-terminal.
 //!
 //! Does not own: the devices' protocols ([`crate::camera`], [`crate::controller`]) or
@@ -18,7 +19,7 @@ pub mod cli;
 pub mod dark;
 pub mod folder;
 pub mod sequence;
-pub mod simulated;
+pub mod sim;
 
 pub use sequence::{Capture, CaptureError, CaptureReport, Imager, SequenceConfig};
-pub use simulated::{simulated_imager, simulated_sequence, SimulatedImager, SimulatedOptions};
+pub use sim::{simulated_imager, simulated_sequence, SimulatedImager, SimulatedOptions};

@@ -6,7 +6,7 @@
 //!   hands out only complete, verified frames.
 //! - [`transport`]: the narrow seam under the codecs; [`usb`] implements it with rusb,
 //!   [`sim`] with a simulated camera (device side of the same bytes, with the physics of
-//!   `lumiq simulate` in [`sim_scene`] and fault knobs).
+//!   `lumiq simulate` in [`sim::scene`] and fault knobs).
 //! - [`driver`]: the host's driver — registers, cooling lock, frames; retries, backoff,
 //!   halt recovery and the reconnect loop; [`counters`] of every fault.
 //! - [`clock`]: the clock seam (real or simulated time) and cancellation.
@@ -20,7 +20,6 @@ pub mod counters;
 pub mod driver;
 pub mod regmap;
 pub mod sim;
-pub mod sim_scene;
 pub mod stream;
 pub mod transport;
 pub mod usb;
@@ -31,3 +30,7 @@ pub use driver::{Camera, CameraConfig, CameraError, DeviceInfo, Frame, FrameRequ
 pub use regmap::RegisterMap;
 pub use sim::{FaultKnob, FaultPlan, SimCamera, SimCameraConfig};
 pub use transport::{Connector, Transport, TransportError};
+
+// The old name of `sim::scene`, kept for callers.
+#[doc(hidden)]
+pub use sim::scene as sim_scene;

@@ -2,7 +2,7 @@
 //! ([`crate::acquire`]), processing ([`crate::job`]), the archive and delivery
 //! ([`crate::delivery`]) into a service that runs unattended, and answers `lumiq status`.
 //!
-//! - [`pipeline`]: the acquire → process → commit stages, their threads and channels.
+//! - [`stages`]: the acquire → process → commit stages, their threads and channels.
 //! - [`archive`]: acquisition folders written atomically, recovery after a crash, retention.
 //! - [`socket`]: the Unix socket (newline-delimited JSON) and its client.
 //! - [`status`]: the [`StatusReport`], the reasons a person is needed, the table.
@@ -31,8 +31,8 @@ pub mod cli;
 pub mod commands;
 pub mod demo;
 pub mod notify;
-pub mod pipeline;
 pub mod socket;
+pub mod stages;
 pub mod status;
 
 mod instrument;
@@ -57,8 +57,8 @@ use crate::delivery::{Outbox, Publisher, PublisherConfig};
 
 use self::archive::Archive;
 use self::notify::{Heartbeat, Notifier};
-use self::pipeline::{Job, Processed, Work};
 use self::socket::{AcquireRequest, SocketServer};
+use self::stages::{AcceptedTrigger, Processed, Work};
 use self::status::{AcquisitionCounters, CameraStatus, ControllerStatus, Refusals};
 
 /// A clean stop finishes within this (systemd's TimeoutStopSec must be longer).
@@ -214,13 +214,13 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
             commit: Heartbeat::new("commit", Duration::from_secs(60), Duration::from_secs(600)),
         },
         publisher: Mutex::new(Some(publisher)),
-        jobs: Mutex::new(None),
+        triggers: Mutex::new(None),
         clock: Mutex::new(None),
         settings,
     });
 
     // The instrument: opened on the acquire thread, which keeps it.
-    let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(1);
+    let (triggers_tx, triggers_rx) = mpsc::channel::<AcceptedTrigger>(1);
     let (captures_tx, captures_rx) = mpsc::channel::<Work>(shared.settings.channels.captures);
     let (records_tx, records_rx) = mpsc::channel::<Processed>(shared.settings.channels.records);
     let (opened_tx, opened_rx) = tokio::sync::oneshot::channel::<
@@ -234,11 +234,11 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
             Ok(inst) => {
                 let _ = opened_tx.send(Ok((inst.imager.cancel.clone(), inst.imager.clock())));
                 let truth = inst.truth;
-                pipeline::acquire_loop(
+                stages::acquire_loop(
                     sh,
                     inst.imager,
                     inst.sequence,
-                    jobs_rx,
+                    triggers_rx,
                     captures_tx,
                     move |c| truth(c),
                     inst.keep,
@@ -265,17 +265,17 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
     };
     *shared.clock.lock().unwrap_or_else(|p| p.into_inner()) = Some(clock);
     shared.refresh_calibration();
-    *shared.jobs.lock().unwrap_or_else(|p| p.into_inner()) = Some(jobs_tx);
+    *shared.triggers.lock().unwrap_or_else(|p| p.into_inner()) = Some(triggers_tx);
 
     let sh = shared.clone();
     let process_thread = std::thread::Builder::new()
         .name("lumiq-process".into())
-        .spawn(move || pipeline::process_loop(sh, raw_left, captures_rx, records_tx))
+        .spawn(move || stages::process_loop(sh, raw_left, captures_rx, records_tx))
         .map_err(|e| DaemonError::Setup(format!("cannot start the process thread: {e}")))?;
     let sh = shared.clone();
     let commit_thread = std::thread::Builder::new()
         .name("lumiq-commit".into())
-        .spawn(move || pipeline::commit_loop(sh, records_rx))
+        .spawn(move || stages::commit_loop(sh, records_rx))
         .map_err(|e| DaemonError::Setup(format!("cannot start the commit thread: {e}")))?;
 
     let sh = shared.clone();
@@ -369,7 +369,11 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
     shared.stopping.store(true, Ordering::SeqCst);
     notifier.stopping("stopping: finishing queued work");
     cancel.cancel();
-    shared.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+    shared
+        .triggers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     let budget = STOP_BUDGET.saturating_sub(PUBLISHER_STOP);
     for (name, t) in [
         ("acquire", &acquire_thread),

@@ -4,7 +4,7 @@
 //! requests. Also the loop heartbeats the watchdog checks ([`Heartbeats`]).
 //!
 //! Owns: the state and its locking. Does not own the loops that change it (`serve`,
-//! [`super::pipeline`]).
+//! [`super::stages`]).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,8 +22,8 @@ use crate::formats::calibration_set::CalibrationSet;
 
 use super::archive::{self, Archive};
 use super::notify::Heartbeat;
-use super::pipeline::{self, Job};
 use super::socket::{AcquireRequest, Request, RequestError, Response};
+use super::stages::{self, AcceptedTrigger};
 use super::status::{
     self, AcquisitionCounters, CalibrationStatus, CameraStatus, ControllerStatus, DaemonState,
     DiskStatus, LastAcquisition, QueueStatus, QueuesStatus, Refusals, StatusReport,
@@ -116,7 +116,7 @@ pub struct Shared {
     pub(crate) model: Option<crate::segment::TractSegmenter>,
     pub(crate) heartbeats: Heartbeats,
     pub(super) publisher: Mutex<Option<PublisherHandle>>,
-    pub(super) jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    pub(super) triggers: Mutex<Option<mpsc::Sender<AcceptedTrigger>>>,
     /// The instrument's clock (simulated for the simulated instrument): calibration age.
     pub(super) clock: Mutex<Option<Arc<dyn Clock>>>,
 }
@@ -166,13 +166,13 @@ impl Shared {
             return Err(self.refuse(Refusal::CameraUnavailable(e)));
         }
         let id = Uuid::now_v7();
-        let job = Job {
+        let accepted = AcceptedTrigger {
             id,
             request: req,
             trigger: trigger.to_string(),
         };
-        let sent = match &*self.jobs.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(tx) => tx.try_send(job).map_err(|e| match e {
+        let sent = match &*self.triggers.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(tx) => tx.try_send(accepted).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => true,
                 mpsc::error::TrySendError::Closed(_) => false,
             }),
@@ -227,7 +227,7 @@ impl Shared {
 
     /// An acquisition failed: status, counters and an event.
     pub(crate) fn fail(&self, id: &str, trigger: &str, acquired_at: Option<String>, msg: &str) {
-        self.publish_event(pipeline::failure_event(id, msg));
+        self.publish_event(stages::failure_event(id, msg));
         self.finish_acquisition(LastAcquisition {
             id: id.to_string(),
             outcome: "failed".into(),

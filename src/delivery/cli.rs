@@ -126,7 +126,7 @@ async fn deliver_test_async(a: DeliverTestArgs) -> anyhow::Result<()> {
     pcfg.ack_timeout = Duration::from_secs(10);
     let publisher = Publisher::spawn(outbox.clone(), pcfg)?;
 
-    // The producer commits from its own thread, as the acquisition pipeline will.
+    // The producer commits from its own thread, as the daemon's commit stage does.
     let producer = {
         let outbox = outbox.clone();
         let (target, interval, instrument) = (

@@ -3,6 +3,10 @@
 //! regions, full provenance: about 6 KB of JSON), cheap to make (no image processing).
 //!
 //! Owns nothing else; real records come from [`crate::record::build`].
+//!
+//! Synthetic, not simulated: these are made-up records, not a fake device (the fakes of
+//! devices are the `sim` modules: `camera::sim`, `controller::sim`, `acquire::sim`) nor
+//! the output of the simulated instrument (`simulate`), so they are named apart.
 
 use chrono::{Duration, Utc};
 use uuid::Uuid;

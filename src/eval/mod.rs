@@ -6,7 +6,7 @@
 //!
 //! Owns: matching detections to the truth and the metrics — completeness per true-SNR bin,
 //! false positives per frame, flux error at SNR ≥ 20, mask and boundary IoU against
-//! `segment_input::truth_labels`. Does not own the detectors (`process::pipeline`) nor the
+//! `model_input::truth_labels`. Does not own the detectors (`process::pipeline`) nor the
 //! model runtime (`segment`): the model comes in as a [`SegmentationModel`] value.
 //!
 //! Matching: a detected region claims the true tumours whose centre pixel it covers; when

@@ -19,14 +19,18 @@ pub mod dark_bound;
 pub mod detect;
 pub mod filters;
 pub mod kinetics;
+pub mod model_input;
 mod morphology;
 pub mod photometry;
 pub mod pipeline;
 pub mod qc;
 pub mod roi;
-pub mod segment_input;
 pub mod subjects;
 mod surface;
+
+// The old name of `model_input`, kept for callers.
+#[doc(hidden)]
+pub use model_input as segment_input;
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};

@@ -19,9 +19,9 @@ use super::detect::{
     DetectionSettings,
 };
 use super::filters::{block_mean, dilate, expand_blocks};
+use super::model_input::model_input;
 use super::photometry::{measure, PhotometryInputs};
 use super::roi::Roi;
-use super::segment_input::model_input;
 use super::subjects::SubjectMap;
 use super::{
     Detector, FrameCalibration, FrameGeometry, ProcessingParams, QualityFlag, RegionMeasurement,
@@ -85,7 +85,7 @@ fn detect_working(
 /// probability that each pixel of that grid belongs to a tumour out. Implementations do
 /// their own I/O-free inference (the tract runtime in `crate::segment`, a closure in tests).
 pub trait SegmentationModel: Sync {
-    /// Probability map, same shape as `input` (`segment_input::model_input`).
+    /// Probability map, same shape as `input` (`model_input::model_input`).
     fn probability(&self, input: ArrayView2<f32>) -> Result<Array2<f32>, ModelFailure>;
     /// Which model this is, and its decision threshold.
     fn identity(&self) -> &ModelIdentity;

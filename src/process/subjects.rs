@@ -1,8 +1,10 @@
-//! Subjects: find the mice in the LED photograph, order them left to right, and say which
-//! mouse each measured region lies on.
+//! Subjects (a subject is one mouse): find the mice in the LED photograph, order them left
+//! to right, and say which mouse each measured region lies on. Not the tumour model
+//! (`crate::segment`) nor its input (`model_input`).
 //!
-//! Owns: segmenting the photograph (illumination flattened by dividing by a smooth surface
-//! fitted to the stage, Otsu threshold, opening to cut tails and other thin parts off,
+//! Owns: outlining the mice in the photograph (illumination flattened by dividing by a
+//! smooth surface fitted to the stage, Otsu threshold, opening to cut tails and other thin
+//! parts off,
 //! holes filled; body cores where a disk of a body's radius fits, so that the apparatus —
 //! nose cones, dividers, the manifold's rim — and tags, tails and tail marks are never a
 //! mouse; touching animals split by a watershed of the cores' distance transform from

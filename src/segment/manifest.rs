@@ -11,7 +11,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::SegmentError;
-use crate::process::segment_input::PAD_MULTIPLE;
+use crate::process::model_input::PAD_MULTIPLE;
 
 /// Environment variable naming the model file when `--model` is not given.
 pub const MODEL_ENV: &str = "LUMIQ_MODEL";
@@ -125,7 +125,7 @@ pub fn manifest_entry(model_path: &Path) -> Result<(PathBuf, ManifestEntry), Seg
         return Err(SegmentError::Manifest {
             path: manifest,
             reason: format!(
-                "model {:?}: pad_multiple = {p} does not divide the input contract's {PAD_MULTIPLE} (src/process/segment_input.rs); retrain for it or change the contract",
+                "model {:?}: pad_multiple = {p} does not divide the input contract's {PAD_MULTIPLE} (src/process/model_input.rs); retrain for it or change the contract",
                 entry.name
             ),
         });

@@ -1,10 +1,10 @@
 //! The tumour-segmentation model at run time: the ONNX file checked against its manifest,
 //! parsed once with tract, optimised once per input size (plans cached), and run on the
 //! model input of a frame's working grid, padded and tiled, returning the probability map
-//! (the sigmoid of the network's logits, `process::segment_input`'s contract).
+//! (the sigmoid of the network's logits, `process::model_input`'s contract).
 //!
 //! Owns: model files, their sha256 check, tract, threads for inference. Does not own what
-//! the model sees (`process::segment_input` builds the input) nor what its mask becomes
+//! the model sees (`process::model_input` builds the input) nor what its mask becomes
 //! (`process::pipeline` turns it into regions with the classical detector's deblending,
 //! growth and photometry): the core receives this runtime as a [`SegmentationModel`] value.
 //!
@@ -23,7 +23,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_hir::internal::DimLike;
 
-use crate::process::segment_input::{PAD_MULTIPLE, TILE_OVERLAP_PX};
+use crate::process::model_input::{PAD_MULTIPLE, TILE_OVERLAP_PX};
 use crate::process::{Detector, ModelFailure, ModelIdentity, SegmentationModel};
 pub use manifest::{resolve_model_path, ManifestEntry, MODEL_ENV};
 pub use tiling::TileLayout;
@@ -37,7 +37,7 @@ pub const DEFAULT_DETECTOR: Detector = Detector::Model;
 pub const MAX_TILE_PX: usize = 1024;
 
 /// The default layout: the input contract's pad multiple and tile overlap
-/// (`segment_input::PAD_MULTIPLE`, `segment_input::TILE_OVERLAP_PX`), [`MAX_TILE_PX`].
+/// (`model_input::PAD_MULTIPLE`, `model_input::TILE_OVERLAP_PX`), [`MAX_TILE_PX`].
 pub const DEFAULT_LAYOUT: TileLayout = TileLayout {
     pad_multiple_px: PAD_MULTIPLE,
     max_tile_px: MAX_TILE_PX,
@@ -196,7 +196,7 @@ impl TractSegmenter {
         Ok(())
     }
 
-    /// Probability map of `input` (the single-channel `segment_input::model_input`),
+    /// Probability map of `input` (the single-channel `model_input::model_input`),
     /// padded and tiled by the layout; same rows and columns as the input.
     pub fn run(&self, input: ArrayView2<f32>) -> Result<Array2<f32>, SegmentError> {
         self.run_channels(input.insert_axis(Axis(0)))

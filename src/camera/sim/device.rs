@@ -8,13 +8,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::scene::{Light, SimScene};
 use crate::camera::clock::Clock;
 use crate::camera::control::{
     AckBody, AckPacket, Command, CommandPacket, ControlError, Status, PENDING_ACK, READMEM_ACK,
     WRITEMEM_ACK,
 };
 use crate::camera::regmap::{RegType, RegisterMap};
-use crate::camera::sim_scene::{Light, SimScene};
 use crate::camera::stream::{
     encode_block, Leader, Trailer, FLAG_SHUTTER_OPEN, FLAG_TEMPERATURE_LOCKED, PIXEL_FORMAT_MONO16,
     TRAILER_DATA_DISCARDED, TRAILER_SUCCESS,

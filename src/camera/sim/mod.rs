@@ -7,7 +7,7 @@
 //! and access rules), GenCP acknowledges including PENDING_ACK for slow writes, the
 //! streaming of leader / payload / trailer blocks, the sensor's thermal behaviour (the
 //! temperature settles exponentially toward the setpoint; the lock holds within 0.5 °C),
-//! frames with the physics of `lumiq simulate` ([`super::sim_scene`]), the light of the
+//! frames with the physics of `lumiq simulate` ([`scene`]), the light of the
 //! box it sits in (a [`SimBox`] shared with the simulated controller: photograph LED, door,
 //! emission filter, shelf) and fault knobs ([`FaultKnob`]).
 //!
@@ -16,14 +16,17 @@
 //!
 //! Files:
 //! - `mod.rs`: the fault knobs and plans, the camera's make-up ([`SimCameraConfig`]) and
-//!   the [`SimCamera`] handle tests and `lumiq capture --simulate` hold.
+//!   the [`SimCamera`] handle tests and `lumiq capture --simulated` hold.
 //! - `device.rs`: the device itself — registers, thermal model, command execution and
 //!   acknowledges, read-out of blocks and the injection of faults into them.
 //! - `link.rs`: the USB side — [`SimConnector`] (plugging in, re-enumeration) and the
 //!   transport of one connection (control and stream endpoints, stall, disconnect).
+//! - `scene.rs`: what the camera sees — the scene of `lumiq simulate` rendered and read out
+//!   for each frame's settings ([`scene::FramePhysics`]).
 
 mod device;
 mod link;
+pub mod scene;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -31,9 +34,9 @@ use std::time::Duration;
 
 use super::clock::Clock;
 use super::regmap::RegisterMap;
-use super::sim_scene::{FramePhysics, SimScene};
 use crate::controller::sim::SimBox;
 use crate::simulate::{Instrument, SceneSpec, Truth};
+use scene::{FramePhysics, SimScene};
 
 use device::Device;
 pub use link::SimConnector;

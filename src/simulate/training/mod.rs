@@ -8,7 +8,7 @@
 //! ratio, size, shape and elongation, touching pairs), [`generate_frame`] (one frame as a
 //! value, reusable by an evaluation without files) and [`write_training_set`] (the files
 //! the Python trainer reads). The model's input and target definitions are
-//! `process::segment_input`'s; this module only feeds them.
+//! `process::model_input`'s; this module only feeds them.
 //!
 //! Each tumour's flux is chosen to give it a drawn *true SNR*: the signal-to-noise ratio of
 //! the best possible linear measurement of its flux (the matched filter:
@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use super::instrument::{Instrument, ReadoutSpec};
 use super::scene::{render_tumour, SceneSpec, SimulatedAcquisition, TrueMouse, TrueTumour, Truth};
 use crate::acquisition::{AcquisitionMeta, AcquisitionSettings};
-use crate::process::segment_input::{model_input, truth_labels, working_block_for};
+use crate::process::model_input::{model_input, truth_labels, working_block_for};
 use crate::process::{quantify, FrameCalibration, FrameGeometry, ProcessingParams, Quantification};
 
 /// Side of the full (unbinned) sensor the frames are cropped from, pixels.
@@ -192,9 +192,9 @@ pub struct TrainingFrame {
     pub geometry: FrameGeometry,
     /// `quantify`'s result with default parameters (the classical detector included).
     pub quantification: Quantification,
-    /// Model input on the working grid (`segment_input::model_input`).
+    /// Model input on the working grid (`model_input::model_input`).
     pub input: Array2<f32>,
-    /// Per-tumour truth on the working grid (`segment_input::truth_labels`).
+    /// Per-tumour truth on the working grid (`model_input::truth_labels`).
     pub labels: Array2<u32>,
 }
 
@@ -750,6 +750,8 @@ pub fn write_training_set(
         frames,
         ranges: Ranges::for_profile(profile),
         tumours: counts.iter().sum(),
+        // The contract's file under its old name (now `process/model_input.rs`): the set
+        // manifests stay byte-identical to those the shipped model was trained from.
         input_definition: "src/process/segment_input.rs: asinh(z) on the working grid".into(),
     };
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 
 use super::sequence::{CaptureError, Imager, SequenceConfig};
-use crate::camera::sim_scene::FramePhysics;
+use crate::camera::sim::scene::FramePhysics;
 use crate::camera::{
     Camera, CameraConfig, Clock, FaultPlan, RegisterMap, SimCamera, SimCameraConfig, SimClock,
 };

@@ -6,7 +6,8 @@
 //! the Python trainer) and inference (the runtime computes it from the same arrays
 //! `quantify` already has), so the two can never drift apart; the rasterisation of true
 //! tumours into the target mask. Deliberately does not own running a model or reading one
-//! from disk. Pure: arrays in, arrays out.
+//! from disk (that is `crate::segment`), nor the mice in the photograph (`subjects`). Pure:
+//! arrays in, arrays out.
 //!
 //! # Input
 //! On the detector's working grid (the frame averaged in `block × block` blocks, the same

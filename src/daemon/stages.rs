@@ -47,7 +47,7 @@ use crate::simulate::Truth;
 
 /// A trigger accepted for the acquire stage.
 #[derive(Debug, Clone)]
-pub struct Job {
+pub struct AcceptedTrigger {
     pub id: Uuid,
     pub request: AcquireRequest,
     pub trigger: String,
@@ -138,7 +138,7 @@ pub fn acquire_loop<K>(
     shared: Arc<Shared>,
     mut imager: Imager,
     base: SequenceConfig,
-    mut jobs: mpsc::Receiver<Job>,
+    mut triggers: mpsc::Receiver<AcceptedTrigger>,
     captures: mpsc::Sender<Work>,
     truth_of: impl Fn(&Capture) -> Option<Truth>,
     _keep: K,
@@ -153,10 +153,10 @@ pub fn acquire_loop<K>(
         if shared.stopping.load(Ordering::SeqCst) {
             break;
         }
-        match jobs.try_recv() {
-            Ok(job) => {
+        match triggers.try_recv() {
+            Ok(accepted) => {
                 hb.busy();
-                run_job(&shared, &mut imager, &base, job, &captures, &truth_of);
+                run_accepted(&shared, &mut imager, &base, accepted, &captures, &truth_of);
                 next_device_poll = Instant::now();
                 continue;
             }
@@ -219,16 +219,16 @@ fn poll_devices(shared: &Shared, imager: &mut Imager) {
     }
 }
 
-fn run_job(
+fn run_accepted(
     shared: &Shared,
     imager: &mut Imager,
     base: &SequenceConfig,
-    job: Job,
+    accepted: AcceptedTrigger,
     captures: &mpsc::Sender<Work>,
     truth_of: &dyn Fn(&Capture) -> Option<Truth>,
 ) {
     let mut cfg = base.clone();
-    let mut req = job.request.clone();
+    let mut req = accepted.request.clone();
     if req.study_id.is_none() && req.subject_ids.is_empty() {
         if let Some(next) = shared.lock().next_subjects.take() {
             req.study_id = next.study_id;
@@ -243,8 +243,8 @@ fn run_job(
     if req.injection_time.is_some() {
         cfg.subjects.injection_time = req.injection_time;
     }
-    shared.lock().acquiring = Some(job.id.to_string());
-    tracing::info!("acquisition {} started ({})", job.id, job.trigger);
+    shared.lock().acquiring = Some(accepted.id.to_string());
+    tracing::info!("acquisition {} started ({})", accepted.id, accepted.trigger);
     let result = match req.kinetic {
         Some(n) => imager.kinetic(
             &cfg,
@@ -258,12 +258,12 @@ fn run_job(
     match result {
         Ok(caps) => {
             for (k, c) in caps.into_iter().enumerate() {
-                let id = if k == 0 { job.id } else { Uuid::now_v7() };
+                let id = if k == 0 { accepted.id } else { Uuid::now_v7() };
                 let truth = truth_of(&c);
                 let item = CaptureItem {
                     id,
                     captured_at,
-                    trigger: job.trigger.clone(),
+                    trigger: accepted.trigger.clone(),
                     capture: c,
                     truth,
                 };
@@ -281,15 +281,15 @@ fn run_job(
         Err(CaptureError::Cancelled) => {
             tracing::warn!(
                 "acquisition {} abandoned: the daemon is stopping; nothing was written",
-                job.id
+                accepted.id
             );
             shared.finish_acquisition(LastAcquisition {
-                id: job.id.to_string(),
+                id: accepted.id.to_string(),
                 outcome: "abandoned".into(),
                 acquired_at: None,
                 finished_at: crate::delivery::wire::rfc3339(Utc::now()),
                 captured_at: None,
-                trigger: job.trigger,
+                trigger: accepted.trigger,
                 seq: None,
                 regions: None,
                 brightest_net_flux: None,
@@ -298,11 +298,11 @@ fn run_job(
         }
         Err(e) => {
             let msg = e.to_string();
-            tracing::error!("acquisition {} failed: {msg}", job.id);
+            tracing::error!("acquisition {} failed: {msg}", accepted.id);
             if matches!(e, CaptureError::Camera(_)) {
                 shared.set_camera_error(msg.clone());
             }
-            shared.fail(&job.id.to_string(), &job.trigger, None, &msg);
+            shared.fail(&accepted.id.to_string(), &accepted.trigger, None, &msg);
         }
     }
 }
