@@ -15,7 +15,9 @@ use crate::process::kinetics::{self, KineticPoint, KineticSummary};
 use crate::record::{units, MeasurementRecord};
 
 pub const SCHEMA: &str = "lumiq.sequence";
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2 added `frames_missing` (a series the daemon took, some of whose frames could not be
+/// measured).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Regions of successive frames closer than this are the same region, cm.
 pub const MATCH_RADIUS_CM: f64 = 0.4;
@@ -35,7 +37,30 @@ pub struct SequenceRecord {
     /// The frames, in time order.
     pub frames: Vec<SequenceFrame>,
     pub regions: Vec<SequenceRegion>,
+    /// Frames of the series that were taken but could not be measured (their raw frames
+    /// are kept in the archive's `failed/` folder): ids of their acquisitions.
+    pub frames_missing: Vec<Uuid>,
     pub flags: Vec<SequenceFlag>,
+}
+
+impl SequenceRecord {
+    /// Note frames of the series that were taken but have no measurement record; flags
+    /// the series `frames_missing` when there are any.
+    pub fn mark_missing(&mut self, ids: &[Uuid]) {
+        self.frames_missing.extend_from_slice(ids);
+        self.frames_missing.sort();
+        self.frames_missing.dedup();
+        if !self.frames_missing.is_empty() {
+            self.flags.push(SequenceFlag::FramesMissing);
+            self.flags.sort();
+            self.flags.dedup();
+        }
+    }
+
+    /// When the series started: its first frame's `acquired_at`.
+    pub fn acquired_at(&self) -> &str {
+        self.frames.first().map(|f| f.acquired_at.as_str()).unwrap_or_default()
+    }
 }
 
 /// One frame of the series.
@@ -81,6 +106,27 @@ pub struct SequenceRegion {
     pub points: Vec<KineticPoint>,
 }
 
+/// A kinetic series as the daemon took it, before its frames are measured: the sequence
+/// record's id and its frames' acquisition ids, in time order. Written into the archive
+/// when the series is taken, so the sequence record is made (once) after a restart too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesRef {
+    /// The sequence record's id (UUIDv7), fixed when the series is taken.
+    pub sequence_id: Uuid,
+    /// The frames' acquisition ids (each its measurement record's `measurement_id`).
+    pub measurement_ids: Vec<Uuid>,
+}
+
+/// One frame's place in its series, as the capture report (`capture.json`) states it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesFrameRef {
+    pub sequence_id: Uuid,
+    /// 1-based.
+    pub frame: usize,
+    pub frames: usize,
+}
+
 /// A condition of the whole series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -91,6 +137,8 @@ pub enum SequenceFlag {
     PeakNotCovered,
     /// A single frame: no curve.
     SingleFrame,
+    /// Some frames of the series could not be measured (`frames_missing`).
+    FramesMissing,
 }
 
 /// Why the records do not make a series.
@@ -239,6 +287,7 @@ pub fn build(
         injection_time: injection,
         frames,
         regions,
+        frames_missing: Vec::new(),
         flags,
     })
 }

@@ -11,6 +11,9 @@
 //! middle of auto-acquisitions, then a restart: every committed record reaches the
 //! subscriber (duplicates allowed), seqs are gap-free, the outbox passes its integrity check
 //! and the archive holds only complete folders, each with its record committed.
+//! A kinetic series (`lumiq acquire --kinetic N`) publishes its N measurement records, then
+//! one sequence record on the same topic with the next seq, listing the frames, archived
+//! byte for byte as published.
 //! Also: `lumiq status` without a daemon exits 2 naming the socket and the fix, and
 //! `lumiq demo --acquisitions 2` prints exactly two valid envelopes and exits 0.
 
@@ -556,6 +559,119 @@ fn acquire_status_stop_kill_and_resume() {
         index.len(),
         "one archive folder per committed record"
     );
+}
+
+#[test]
+fn a_kinetic_series_publishes_its_sequence_record_after_its_frames() {
+    let s = setup();
+    let port = s.broker.port.to_string();
+    let schemas = Schemas::load();
+    let sschema = status_schema();
+    let base = format!("lumiq/v1/{SITE}/{INSTRUMENT}");
+    let sub = subscribe_ready(
+        s_(&[
+            "-h", "127.0.0.1", "-p", &port, "-v", "-q", "1", "-c", "-i", "lims-kinetic", "-t",
+            &format!("{base}/measurement"),
+        ]),
+        &s_(&["-h", "127.0.0.1", "-p", &port]),
+    );
+    let mut d = start_daemon(&s, &[]);
+    wait_status(
+        &s.socket,
+        &sschema,
+        Duration::from_secs(60),
+        "the daemon to be ready",
+        |v| v["state"] == "idle",
+    );
+    let o = lumiq(&[
+        "acquire",
+        "--socket",
+        s.socket.to_str().unwrap(),
+        "--study",
+        "STUDY-KIN",
+        "--kinetic",
+        "4",
+        "--interval",
+        "600",
+    ]);
+    assert!(o.status.success(), "{}{}", text(&o.stderr), log(&s));
+    let first = text(&o.stdout).trim().to_string();
+    let envelopes = || -> Vec<Value> {
+        published(&sub)
+            .iter()
+            .filter(|(t, _)| t.ends_with("/measurement"))
+            .map(|(t, p)| schemas.validate(t, p))
+            .collect()
+    };
+    let t0 = Instant::now();
+    while envelopes().len() < 5 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "timed out waiting for 4 records and a sequence record; received {}; daemon log:\n{}",
+            envelopes().len(),
+            log(&s)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut env = envelopes();
+    env.sort_by_key(|v| v["seq"].as_u64());
+    assert_eq!(env.len(), 5, "{env:?}");
+    let seqs: Vec<u64> = env.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "one stream, no gap");
+    let kinds: Vec<&str> = env.iter().map(|v| v["record_schema"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["lumiq.measurement", "lumiq.measurement", "lumiq.measurement", "lumiq.measurement", "lumiq.sequence"],
+        "the sequence record comes after its frames"
+    );
+    assert_eq!(env[0]["measurement_id"], first.as_str());
+    let seq = &env[4]["record"];
+    let listed: Vec<&str> = seq["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["measurement_id"].as_str().unwrap())
+        .collect();
+    let frames: Vec<&str> = env[..4].iter().map(|v| v["measurement_id"].as_str().unwrap()).collect();
+    assert_eq!(listed, frames);
+    assert_eq!(seq["study_id"], "STUDY-KIN");
+    assert_eq!(seq["frames_missing"], serde_json::json!([]));
+    // The simulated injection is ten minutes before the clock starts, frames 10 min apart
+    // (auto-exposure may choose more than two minutes).
+    let minutes: Vec<f64> = seq["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["minutes"].as_f64().unwrap())
+        .collect();
+    for w in minutes.windows(2) {
+        assert!((w[1] - w[0] - 10.0).abs() < 0.05, "10 min apart: {minutes:?}");
+    }
+    let regions = seq["regions"].as_array().unwrap();
+    assert!(regions.len() >= 5, "each tumour followed: {}", regions.len());
+    for r in regions {
+        assert_eq!(r["frames_found"], 4, "{r}");
+        assert_eq!(r["points"].as_array().unwrap().len(), 4);
+    }
+    // Archived as published, and the series note is gone.
+    let id = env[4]["measurement_id"].as_str().unwrap();
+    let archive = s.dir.join("state/archive");
+    let archived = std::fs::read_dir(&archive)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join(id).join("sequence.json"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("no sequence.json for {id} under {}", archive.display()));
+    let stored: Value = serde_json::from_str(&std::fs::read_to_string(archived).unwrap()).unwrap();
+    assert_eq!(&stored, seq);
+    assert_eq!(
+        std::fs::read_dir(archive.join(".series")).unwrap().count(),
+        0,
+        "no series left pending"
+    );
+    signal(&d, "-TERM");
+    let st = wait_exit(&mut d, Duration::from_secs(30)).expect("stops");
+    assert!(st.success(), "{}", log(&s));
 }
 
 /// What lumiq published (the probe and the commands sent to it left out).

@@ -215,6 +215,9 @@ pub struct CaptureReport {
     pub dark: DarkReport,
     pub camera_counters: CameraCountersSnapshot,
     pub controller_counters: ControllerCountersSnapshot,
+    /// A kinetic series' frame: which series, and which frame of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<crate::sequence::SeriesFrameRef>,
 }
 
 /// One acquisition, ready to be written.
@@ -591,6 +594,7 @@ impl Imager {
             dark,
             camera_counters: self.camera.counters_snapshot(),
             controller_counters: self.controller.counters().snapshot(),
+            series: None,
         }
     }
 

@@ -12,12 +12,17 @@
 //!   `error.txt`, kept for a person. Frames the disk failed to read stay in `.staging`.
 //! - `<YYYY-MM-DD>/<id>/.delivered` — written once the outbox says the broker acknowledged
 //!   the record: retention deletes only folders that have it.
+//! - `<YYYY-MM-DD>/<sequence_id>/sequence.json` — a kinetic series' sequence record, byte for
+//!   byte as committed (staged, committed, then finished like an acquisition).
+//! - `.series/<sequence_id>.json` — a kinetic series taken whose sequence record is not yet
+//!   committed ([`SeriesRef`]): removed once it is.
 //!
 //! Recovery at start ([`Archive::recover`]): a staging folder with a readable `record.json`
 //! and every output (`.outputs-complete`) is committed (commits are idempotent by id) and
 //! finished; one with the raw acquisition but not all outputs is processed again (its id,
 //! hence its record's id, is kept), and so is one the disk fails to read; anything else
-//! (a crash while the raw frames were written) is removed. So a crash at any moment leaves
+//! (a crash while the raw frames were written) is removed. A staged `sequence.json` is
+//! committed and finished like a processed acquisition. So a crash at any moment leaves
 //! no half-written acquisition folder and loses no acquisition that reached the disk.
 //!
 //! Does not own: the acquisition folder's format ([`crate::formats::acquisition_folder`]) or
@@ -34,12 +39,15 @@ use crate::acquire::Capture;
 use crate::errors::Fault;
 use crate::formats::acquisition_folder::{self, FrameKind};
 use crate::record::MeasurementRecord;
+use crate::sequence::{SequenceRecord, SeriesRef};
 use crate::simulate::Truth;
 
 pub const STAGING_DIR: &str = ".staging";
 pub const FAILED_DIR: &str = "failed";
 pub const DELIVERED_MARK: &str = ".delivered";
 pub const RECORD_FILE: &str = "record.json";
+pub const SEQUENCE_FILE: &str = "sequence.json";
+pub const SERIES_DIR: &str = ".series";
 pub const ERROR_FILE: &str = "error.txt";
 /// Written into a staging folder once every output of processing is on disk.
 pub const OUTPUTS_MARK: &str = ".outputs-complete";
@@ -69,6 +77,12 @@ pub enum Leftover {
     },
     /// Raw acquisition only: process it again.
     Raw { staging: PathBuf, id: String },
+    /// A sequence record (`json`, as it is to be committed): commit it, then finish.
+    Sequence {
+        staging: PathBuf,
+        record: Box<SequenceRecord>,
+        json: String,
+    },
 }
 
 /// What a retention pass did.
@@ -88,7 +102,11 @@ pub struct Archive {
 impl Archive {
     /// Open (create) the archive at `root`.
     pub fn open(root: &Path) -> Result<Archive, ArchiveError> {
-        for d in [root.to_path_buf(), root.join(STAGING_DIR)] {
+        for d in [
+            root.to_path_buf(),
+            root.join(STAGING_DIR),
+            root.join(SERIES_DIR),
+        ] {
             std::fs::create_dir_all(&d).map_err(|e| err(&d, format!("cannot create: {e}")))?;
         }
         Ok(Archive {
@@ -186,6 +204,22 @@ impl Archive {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            let sequence = std::fs::read_to_string(dir.join(SEQUENCE_FILE))
+                .ok()
+                .and_then(|t| {
+                    serde_json::from_str::<SequenceRecord>(&t)
+                        .ok()
+                        .map(|r| (r, t))
+                })
+                .filter(|(r, _)| r.sequence_id.to_string() == id);
+            if let Some((record, json)) = sequence {
+                out.push(Leftover::Sequence {
+                    staging: dir,
+                    record: Box::new(record),
+                    json,
+                });
+                continue;
+            }
             let record = std::fs::read_to_string(dir.join(RECORD_FILE))
                 .ok()
                 .and_then(|t| serde_json::from_str::<MeasurementRecord>(&t).ok())
@@ -223,6 +257,72 @@ impl Archive {
     }
 
     /// Finished folders as `(day, id, path)`.
+    /// Stage a sequence record's JSON (exactly the bytes to be committed) in
+    /// `.staging/<sequence_id>/sequence.json`, fsync'd.
+    pub fn stage_sequence(&self, id: &str, json: &str) -> Result<PathBuf, ArchiveError> {
+        let dir = self.staging_path(id);
+        std::fs::create_dir_all(&dir).map_err(|e| err(&dir, format!("cannot create: {e}")))?;
+        let p = dir.join(SEQUENCE_FILE);
+        write_synced(&p, json.as_bytes())?;
+        Ok(dir)
+    }
+
+    /// Note a kinetic series just taken (before its frames are processed), durably.
+    pub fn pend_series(&self, s: &SeriesRef) -> Result<(), ArchiveError> {
+        let dir = self.root.join(SERIES_DIR);
+        let p = dir.join(format!("{}.json", s.sequence_id));
+        let tmp = dir.join(format!(".{}.json.tmp", s.sequence_id));
+        let json = serde_json::to_string_pretty(s).expect("plain fields serialise");
+        write_synced(&tmp, json.as_bytes())?;
+        std::fs::rename(&tmp, &p).map_err(|e| err(&p, format!("cannot rename: {e}")))?;
+        sync_dir(&dir)
+    }
+
+    /// The series whose sequence record is not yet committed, oldest first. A marker that
+    /// cannot be read is logged and left in place for a person.
+    pub fn pending_series(&self) -> Vec<SeriesRef> {
+        let dir = self.root.join(SERIES_DIR);
+        let Ok(list) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<PathBuf> = list
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+            .collect();
+        paths.sort();
+        let mut out = Vec::new();
+        for p in paths {
+            match std::fs::read_to_string(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str::<SeriesRef>(&t).map_err(|e| e.to_string()))
+            {
+                Ok(s) => out.push(s),
+                Err(e) => tracing::error!(
+                    "{}: not a kinetic series note ({e}); its sequence record cannot be made: remove the file once checked",
+                    p.display()
+                ),
+            }
+        }
+        out
+    }
+
+    /// The series' sequence record is committed: forget it.
+    pub fn series_done(&self, sequence_id: &str) -> Result<(), ArchiveError> {
+        let dir = self.root.join(SERIES_DIR);
+        let p = dir.join(format!("{sequence_id}.json"));
+        match std::fs::remove_file(&p) {
+            Ok(()) => sync_dir(&dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(&p, format!("cannot remove: {e}"))),
+        }
+    }
+
+    /// Were this acquisition's raw frames set aside as a bad input (`failed/<id>`)?
+    pub fn is_failed(&self, id: &str) -> bool {
+        self.root.join(FAILED_DIR).join(id).is_dir()
+    }
+
     fn finished(&self) -> Result<Vec<(NaiveDate, String, PathBuf)>, ArchiveError> {
         let mut out = Vec::new();
         let list = std::fs::read_dir(&self.root)
@@ -298,6 +398,14 @@ fn sync_tree(dir: &Path) -> Result<(), ArchiveError> {
         }
     }
     sync_dir(dir)
+}
+
+fn write_synced(p: &Path, bytes: &[u8]) -> Result<(), ArchiveError> {
+    use std::io::Write;
+    let mut f = File::create(p).map_err(|e| err(p, format!("cannot create: {e}")))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| err(p, format!("cannot write: {e}")))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), ArchiveError> {

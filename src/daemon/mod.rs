@@ -13,6 +13,7 @@
 //! - `shared`: [`Shared`], the state every task and thread sees: triggers, the status
 //!   report, the socket's requests.
 //! - `instrument`: opening the camera and controller (real or simulated) from the settings.
+//! - `series`: a kinetic series' sequence record, made once every frame is settled.
 //!
 //! Triggers (all through [`Shared::trigger`], which refuses with a reason and counts it, and
 //! never drops one silently): `lumiq acquire` over the socket, the controller's start button,
@@ -37,6 +38,7 @@ pub mod status;
 
 mod instrument;
 mod qc;
+mod series;
 mod shared;
 
 pub use shared::{Heartbeats, Shared};
@@ -153,9 +155,26 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
                     record.measurement_id
                 );
             }
+            archive::Leftover::Sequence {
+                staging,
+                record,
+                json,
+            } => match series::commit_staged(&outbox, &archive, &staging, &record, &json) {
+                Ok(seq) => tracing::info!(
+                    "recovered the sequence record of kinetic series {} from the last run: committed as seq {seq}",
+                    record.sequence_id
+                ),
+                Err(e) => tracing::error!(
+                    "kinetic series {}: its staged sequence record in {} could not be committed ({e}); tried again at the next start",
+                    record.sequence_id,
+                    staging.display()
+                ),
+            },
             raw => raw_left.push(raw),
         }
     }
+    // Series whose frames were all committed before the last run stopped.
+    series::settle_all(&outbox, &archive);
     let mut pcfg = PublisherConfig::new(settings.topics()?, broker);
     let command_topic = settings.broker.as_ref().is_some_and(|b| b.command_topic);
     if command_topic {

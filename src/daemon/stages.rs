@@ -256,9 +256,14 @@ fn run_accepted(
     shared.lock().acquiring = None;
     let captured_at = Utc::now();
     match result {
-        Ok(caps) => {
-            for (k, c) in caps.into_iter().enumerate() {
-                let id = if k == 0 { accepted.id } else { Uuid::now_v7() };
+        Ok(mut caps) => {
+            let ids: Vec<Uuid> = (0..caps.len())
+                .map(|k| if k == 0 { accepted.id } else { Uuid::now_v7() })
+                .collect();
+            if req.kinetic.is_some() {
+                note_series(shared, &ids, &mut caps);
+            }
+            for (c, id) in caps.into_iter().zip(ids) {
                 let truth = truth_of(&c);
                 let item = CaptureItem {
                     id,
@@ -307,6 +312,34 @@ fn run_accepted(
     }
 }
 
+/// A kinetic series: its sequence id in each frame's capture report, and a note in the
+/// archive so its sequence record is made once every frame is settled (also after a
+/// restart). A note that cannot be written is logged: the frames are processed anyway.
+fn note_series(shared: &Shared, ids: &[Uuid], caps: &mut [Capture]) {
+    let s = crate::sequence::SeriesRef {
+        sequence_id: Uuid::now_v7(),
+        measurement_ids: ids.to_vec(),
+    };
+    for (k, c) in caps.iter_mut().enumerate() {
+        c.report.series = Some(crate::sequence::SeriesFrameRef {
+            sequence_id: s.sequence_id,
+            frame: k + 1,
+            frames: ids.len(),
+        });
+    }
+    match shared.archive.pend_series(&s) {
+        Ok(()) => tracing::info!(
+            "kinetic series {}: {} frames taken",
+            s.sequence_id,
+            ids.len()
+        ),
+        Err(e) => tracing::error!(
+            "kinetic series {}: {e}; its frames are measured but no sequence record will be made for it",
+            s.sequence_id
+        ),
+    }
+}
+
 /// The process stage (its own thread).
 pub fn process_loop(
     shared: Arc<Shared>,
@@ -331,6 +364,25 @@ pub fn process_loop(
                     trigger: "recovered".into(),
                 });
                 shared.records_waiting.fetch_add(1, Ordering::SeqCst);
+            }
+            // Committed at start (`serve`) before this stage runs; kept for completeness.
+            Leftover::Sequence {
+                staging,
+                record,
+                json,
+            } => {
+                if let Err(e) = super::series::commit_staged(
+                    &shared.outbox,
+                    &shared.archive,
+                    &staging,
+                    &record,
+                    &json,
+                ) {
+                    tracing::error!(
+                        "kinetic series {}: sequence record not committed ({e}); tried again at the next start",
+                        record.sequence_id
+                    );
+                }
             }
         }
     }
@@ -465,6 +517,7 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
             tracing::error!("acquisition {id}: {msg}");
             let kept = keep_unprocessed(&shared.archive, &staging, &e, &msg);
             shared.fail(&id, &trigger, acquired_at, &format!("{msg}{kept}"));
+            super::series::settle_with(&shared.outbox, &shared.archive, &id);
         }
     }
 }
@@ -548,7 +601,7 @@ fn commit_one(shared: &Shared, p: Processed) {
                 tracing::error!("acquisition {id} (seq {seq}) committed but not archived: {e}");
             }
         }
-    }
+    }    super::series::settle_with(&shared.outbox, &shared.archive, &id);
 }
 
 /// Publish an acquisition failure as an event (best effort).

@@ -558,6 +558,7 @@ impl Driver {
                 let payload = envelope_json(
                     &EnvelopeFields {
                         measurement_id: &row.measurement_id,
+                        record_schema: &row.record_schema,
                         seq: row.seq,
                         instrument_id: self.cfg.topics.instrument_id(),
                         site: self.cfg.topics.site(),

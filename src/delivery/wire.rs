@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub const ENVELOPE_SCHEMA: &str = "lumiq.measurement.envelope";
-pub const ENVELOPE_SCHEMA_VERSION: u32 = 1;
+/// 2 added `record_schema`: the measurement topic also carries the sequence records of
+/// kinetic series.
+pub const ENVELOPE_SCHEMA_VERSION: u32 = 2;
 pub const STATUS_SCHEMA: &str = "lumiq.status";
 pub const STATUS_SCHEMA_VERSION: u32 = 1;
 pub const EVENT_SCHEMA: &str = "lumiq.event";
@@ -31,6 +33,7 @@ struct EnvelopeHead<'a> {
     schema: &'a str,
     schema_version: u32,
     measurement_id: &'a str,
+    record_schema: &'a str,
     seq: u64,
     instrument_id: &'a str,
     site: &'a str,
@@ -45,6 +48,9 @@ pub struct EnvelopeFields<'a> {
     /// The record's `measurement_id` (UUIDv7), repeated at the top: the LIMS's idempotency
     /// key.
     pub measurement_id: &'a str,
+    /// What `record` is: `lumiq.measurement` (one acquisition) or `lumiq.sequence` (a
+    /// kinetic series' summary; `measurement_id` is then its `sequence_id`).
+    pub record_schema: &'a str,
     /// The record's per-instrument sequence number from the outbox: 1, 2, 3, ... without
     /// gaps; a gap means a record is missing.
     pub seq: u64,
@@ -73,6 +79,7 @@ pub fn envelope_json(f: &EnvelopeFields, record_json: &str) -> String {
         schema: ENVELOPE_SCHEMA,
         schema_version: ENVELOPE_SCHEMA_VERSION,
         measurement_id: f.measurement_id,
+        record_schema: f.record_schema,
         seq: f.seq,
         instrument_id: f.instrument_id,
         site: f.site,
@@ -299,6 +306,7 @@ mod tests {
             .with_timezone(&Utc);
         let f = EnvelopeFields {
             measurement_id: "0190c0de-0000-7000-8000-000000000001",
+            record_schema: "lumiq.sequence",
             seq: 7,
             instrument_id: "imager \"01\"",
             site: "lab",
@@ -311,6 +319,8 @@ mod tests {
         let s = envelope_json(&f, record);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["seq"], 7);
+        assert_eq!(v["schema_version"], ENVELOPE_SCHEMA_VERSION);
+        assert_eq!(v["record_schema"], "lumiq.sequence");
         assert_eq!(v["instrument_id"], "imager \"01\"");
         assert_eq!(v["published_at"], "2026-01-02T03:04:05.678Z");
         assert_eq!(

@@ -308,6 +308,7 @@ impl Drop for Proxy {
 pub struct Schemas {
     envelope: jsonschema::Validator,
     record: jsonschema::Validator,
+    sequence: jsonschema::Validator,
     status: jsonschema::Validator,
     event: jsonschema::Validator,
 }
@@ -329,8 +330,13 @@ impl jsonschema::Retrieve for LocalSchemas {
             "https://lumiq.invalid/schemas/measurement/{}",
             lumiq::record::SCHEMA_VERSION
         );
+        let sequence = format!(
+            "https://lumiq.invalid/schemas/sequence/{}",
+            lumiq::sequence::SCHEMA_VERSION
+        );
         match uri.as_str() {
             u if u == record => Ok(schema_file("measurement.schema.json")),
+            u if u == sequence => Ok(schema_file("sequence.schema.json")),
             other => Err(format!("unknown schema {other}").into()),
         }
     }
@@ -347,6 +353,7 @@ impl Schemas {
         Schemas {
             envelope: build("measurement-envelope.schema.json"),
             record: build("measurement.schema.json"),
+            sequence: build("sequence.schema.json"),
             status: build("status.schema.json"),
             event: build("event.schema.json"),
         }
@@ -373,10 +380,17 @@ impl Schemas {
         match kind {
             "measurement" => {
                 Self::check(&self.envelope, "measurement envelope", &v);
-                Self::check(&self.record, "measurement record", &v["record"]);
-                assert_eq!(v["measurement_id"], v["record"]["measurement_id"]);
+                assert_eq!(v["record_schema"], v["record"]["schema"]);
+                if v["record_schema"] == "lumiq.sequence" {
+                    Self::check(&self.sequence, "sequence record", &v["record"]);
+                    assert_eq!(v["measurement_id"], v["record"]["sequence_id"]);
+                    assert_eq!(v["acquired_at"], v["record"]["frames"][0]["acquired_at"]);
+                } else {
+                    Self::check(&self.record, "measurement record", &v["record"]);
+                    assert_eq!(v["measurement_id"], v["record"]["measurement_id"]);
+                    assert_eq!(v["acquired_at"], v["record"]["acquired_at"]);
+                }
                 assert_eq!(v["instrument_id"], v["record"]["instrument_id"]);
-                assert_eq!(v["acquired_at"], v["record"]["acquired_at"]);
                 let levels: Vec<&str> = topic.split('/').collect();
                 let n = levels.len();
                 assert_eq!(Some(levels[n - 2]), v["instrument_id"].as_str(), "{topic}");

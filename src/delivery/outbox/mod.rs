@@ -1,4 +1,5 @@
-//! The durable outbox: every measurement record is committed here (SQLite, WAL,
+//! The durable outbox: every measurement record (and every kinetic series' sequence record)
+//! is committed here (SQLite, WAL,
 //! `synchronous=FULL`: the commit returns after the write-ahead log is fsync'd) before its
 //! acquisition counts as done, and leaves the "unacknowledged" set only on the broker's
 //! PUBACK.
@@ -33,8 +34,12 @@ pub use error::{OutboxError, ReplayRefusal};
 /// Per-instrument sequence number of a committed record: 1, 2, 3, ... without gaps.
 pub type Seq = u64;
 
-/// Version of the outbox's own tables (not of any payload).
-const OUTBOX_FORMAT: i64 = 1;
+/// Version of the outbox's own tables (not of any payload). 2 added `record_schema`; a
+/// format-1 file is upgraded in place when opened (its rows are measurement records).
+const OUTBOX_FORMAT: i64 = 2;
+
+/// `record_schema` of a measurement record.
+pub const MEASUREMENT_SCHEMA: &str = crate::record::SCHEMA;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxConfig {
@@ -79,8 +84,11 @@ pub struct OutboxRow {
     pub measurement_id: String,
     pub acquired_at: String,
     pub committed_at: DateTime<Utc>,
-    /// The `MeasurementRecord` as compact JSON, exactly as committed.
+    /// The stored record as compact JSON, exactly as committed.
     pub record_json: String,
+    /// What `record_json` is: `lumiq.measurement` (a `MeasurementRecord`) or
+    /// `lumiq.sequence` (a `SequenceRecord`).
+    pub record_schema: String,
     /// Re-queued by a replay request.
     pub replay: bool,
 }
@@ -208,13 +216,15 @@ impl Outbox {
                  committed_at_ms INTEGER NOT NULL,
                  record TEXT NOT NULL,
                  acked_at_ms INTEGER,
-                 replay INTEGER NOT NULL DEFAULT 0
+                 replay INTEGER NOT NULL DEFAULT 0,
+                 record_schema TEXT NOT NULL DEFAULT 'lumiq.measurement'
              );
              CREATE INDEX IF NOT EXISTS outbox_unacked ON outbox(seq) WHERE acked_at_ms IS NULL;
              CREATE INDEX IF NOT EXISTS outbox_acked_at ON outbox(acked_at_ms) WHERE acked_at_ms IS NOT NULL;
              CREATE TABLE IF NOT EXISTS space_probe (pad BLOB);",
         )
         .map_err(storage)?;
+        upgrade(&conn).map_err(storage)?;
         let stored_instrument: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key='instrument_id'",
@@ -402,22 +412,37 @@ impl Outbox {
         .map(|n| n as u64)
     }
 
-    /// Commit one record durably and return its seq. Returns after the write-ahead log is
-    /// on disk (fsync). Committing the same `measurement_id` again returns its first seq.
-    /// At a cap, refuses with [`OutboxError::Full`] and keeps everything already stored.
+    /// Commit one measurement record durably and return its seq. Returns after the
+    /// write-ahead log is on disk (fsync). Committing the same `measurement_id` again returns
+    /// its first seq. At a cap, refuses with [`OutboxError::Full`] and keeps everything
+    /// already stored.
     pub fn commit(&self, record: &MeasurementRecord) -> Result<Seq, OutboxError> {
-        if record.instrument_id != self.instrument_id {
-            return Err(OutboxError::WrongInstrument {
-                path: self.path.display().to_string(),
-                outbox: self.instrument_id.clone(),
-                record: record.instrument_id.clone(),
-            });
-        }
         let json = serde_json::to_string(record).map_err(|e| OutboxError::Storage {
             path: self.path.display().to_string(),
             detail: format!("cannot serialise the record: {e}"),
         })?;
-        let id = record.measurement_id.to_string();
+        self.commit_json(&Committed {
+            id: &record.measurement_id.to_string(),
+            instrument_id: &record.instrument_id,
+            acquired_at: &record.acquired_at,
+            record_schema: MEASUREMENT_SCHEMA,
+            json: &json,
+        })
+    }
+
+    /// Commit any record as compact JSON (a sequence record: `record_schema`
+    /// `lumiq.sequence`, its `sequence_id` as the id), with [`Outbox::commit`]'s guarantees.
+    /// The id is unique across every kind of record in the outbox.
+    pub fn commit_json(&self, c: &Committed<'_>) -> Result<Seq, OutboxError> {
+        if c.instrument_id != self.instrument_id {
+            return Err(OutboxError::WrongInstrument {
+                path: self.path.display().to_string(),
+                outbox: self.instrument_id.clone(),
+                record: c.instrument_id.to_string(),
+            });
+        }
+        let json = c.json;
+        let id = c.id;
         let mut g = self.lock();
         let cap = g.max_unacked;
         let result = (|| -> rusqlite::Result<Result<(Seq, bool), u64>> {
@@ -427,7 +452,7 @@ impl Outbox {
             if let Some(seq) = tx
                 .query_row(
                     "SELECT seq FROM outbox WHERE measurement_id=?1",
-                    [&id],
+                    [id],
                     |r| r.get::<_, i64>(0),
                 )
                 .optional()?
@@ -439,8 +464,8 @@ impl Outbox {
                 return Ok(Err(unacked));
             }
             tx.execute(
-                "INSERT INTO outbox(measurement_id, acquired_at, committed_at_ms, record) VALUES (?1, ?2, ?3, ?4)",
-                params![id, record.acquired_at, now_ms(), json],
+                "INSERT INTO outbox(measurement_id, acquired_at, committed_at_ms, record, record_schema) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, c.acquired_at, now_ms(), json, c.record_schema],
             )?;
             let seq = tx.last_insert_rowid() as Seq;
             tx.commit()?;
@@ -511,7 +536,7 @@ impl Outbox {
         let mut st = g
             .conn
             .prepare_cached(
-                "SELECT seq, measurement_id, acquired_at, committed_at_ms, record, replay
+                "SELECT seq, measurement_id, acquired_at, committed_at_ms, record, replay, record_schema
                  FROM outbox WHERE acked_at_ms IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
             )
             .map_err(|e| self.storage(e))?;
@@ -524,6 +549,7 @@ impl Outbox {
                     committed_at: from_ms(r.get(3)?),
                     record_json: r.get(4)?,
                     replay: r.get::<_, i64>(5)? != 0,
+                    record_schema: r.get(6)?,
                 })
             })
             .map_err(|e| self.storage(e))?;
@@ -732,6 +758,19 @@ impl Outbox {
             .map_err(|e| self.storage(e))
     }
 
+    /// The stored record JSON and seq of one id (a `measurement_id` or a `sequence_id`).
+    pub fn record_by_id(&self, id: &str) -> Result<Option<(Seq, String)>, OutboxError> {
+        let g = self.lock();
+        g.conn
+            .query_row(
+                "SELECT seq, record FROM outbox WHERE measurement_id=?1",
+                [id],
+                |r| Ok((r.get::<_, i64>(0)? as Seq, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.storage(e))
+    }
+
     /// The stored record JSON of one seq.
     pub fn record_json(&self, seq: Seq) -> Result<Option<String>, OutboxError> {
         let g = self.lock();
@@ -744,6 +783,36 @@ impl Outbox {
             .optional()
             .map_err(|e| self.storage(e))
     }
+}
+
+/// One record to commit, already serialised.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed<'a> {
+    /// Unique across the outbox: the `measurement_id` or `sequence_id` (UUIDv7).
+    pub id: &'a str,
+    pub instrument_id: &'a str,
+    /// RFC 3339 UTC: the acquisition's start (a sequence: its first frame's).
+    pub acquired_at: &'a str,
+    /// `lumiq.measurement` or `lumiq.sequence`.
+    pub record_schema: &'a str,
+    /// Compact JSON, stored and sent byte for byte.
+    pub json: &'a str,
+}
+
+/// Bring a file of an older format to [`OUTBOX_FORMAT`] in place (idempotent).
+fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
+    let has_schema: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('outbox') WHERE name='record_schema'")?
+        .exists([])?;
+    if !has_schema {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE outbox ADD COLUMN record_schema TEXT NOT NULL DEFAULT '{MEASUREMENT_SCHEMA}';
+             UPDATE meta SET value='{OUTBOX_FORMAT}' WHERE key='format';
+             COMMIT;"
+        ))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -118,3 +118,64 @@ fn another_instruments_record_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn a_format_1_outbox_is_upgraded_in_place_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.sqlite");
+    let a = synthetic::record("imager-01", 1);
+    {
+        // The tables as format 1 wrote them, with one unacknowledged record.
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('instrument_id', 'imager-01'), ('format', '1');
+             CREATE TABLE outbox (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 measurement_id TEXT NOT NULL UNIQUE,
+                 acquired_at TEXT NOT NULL,
+                 committed_at_ms INTEGER NOT NULL,
+                 record TEXT NOT NULL,
+                 acked_at_ms INTEGER,
+                 replay INTEGER NOT NULL DEFAULT 0
+             );",
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO outbox(measurement_id, acquired_at, committed_at_ms, record) VALUES (?1, ?2, 1, ?3)",
+            params![a.measurement_id.to_string(), a.acquired_at, serde_json::to_string(&a).unwrap()],
+        )
+        .unwrap();
+    }
+    let ob = open(dir.path(), &OutboxConfig::new("imager-01"));
+    let seq = ob
+        .commit_json(&Committed {
+            id: "0190c0de-0000-7000-8000-00000000000a",
+            instrument_id: "imager-01",
+            acquired_at: &a.acquired_at,
+            record_schema: "lumiq.sequence",
+            json: "{\"schema\":\"lumiq.sequence\"}",
+        })
+        .unwrap();
+    assert_eq!(seq, 2, "the seq goes on from the old rows");
+    let rows = ob.unacked_after(0, 10).unwrap();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.seq, r.record_schema.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "lumiq.measurement"), (2, "lumiq.sequence")]
+    );
+    let back: MeasurementRecord = serde_json::from_str(&rows[0].record_json).unwrap();
+    assert_eq!(back, a);
+    let format: String = ob
+        .lock()
+        .conn
+        .query_row("SELECT value FROM meta WHERE key='format'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(format, OUTBOX_FORMAT.to_string());
+    drop(ob);
+    // Opening again changes nothing.
+    let ob = open(dir.path(), &OutboxConfig::new("imager-01"));
+    assert_eq!(ob.unacked_after(0, 10).unwrap().len(), 2);
+}
