@@ -260,8 +260,8 @@ pub struct SimulateArgs {
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
     /// Calibration set folder to create or update.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "guided")]
+    pub out: Option<PathBuf>,
     /// Identifier of the set (default: the folder's name).
     #[arg(long)]
     pub id: Option<String>,
@@ -280,8 +280,10 @@ pub struct CalibrateArgs {
     #[arg(long)]
     pub saturation_adu: Option<f64>,
     /// Raw frames: lumiq acquisition folders of kind bias, dark or flat, or folders holding them.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "guided", conflicts_with = "guided")]
     pub frames: Vec<PathBuf>,
+    #[command(flatten)]
+    pub guided: crate::daemon::guided_cli::GuidedArgs,
 }
 
 /// Run the command line; returns the process exit code.
@@ -608,9 +610,13 @@ fn parse_coefficient(text: &str) -> anyhow::Result<CoefficientEntry> {
 }
 
 fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
+    if a.guided.guided {
+        return crate::daemon::guided_cli::calibrate_guided(&a.guided, a.id.clone());
+    }
+    let out = a.out.clone().context("--out is required")?;
     let id =
         a.id.clone()
-            .or_else(|| a.out.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .or_else(|| out.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "calibration".into());
     let mut opts = if a.simulated_instrument {
         // The simulated instrument's options, fixed creation time included: the same
@@ -632,7 +638,7 @@ fn calibrate(a: CalibrateArgs) -> anyhow::Result<()> {
     if let Some(s) = a.saturation_adu {
         opts.saturation_adu = s;
     }
-    let summary = calib::build_set(&a.frames, &a.out, &opts)?;
+    let summary = calib::build_set(&a.frames, &out, &opts)?;
     for m in &summary.masters {
         eprintln!(
             "{:>5} b{} {:<40} {} frames, noise {:.3} ADU ({})",

@@ -59,7 +59,10 @@ impl SequenceRecord {
 
     /// When the series started: its first frame's `acquired_at`.
     pub fn acquired_at(&self) -> &str {
-        self.frames.first().map(|f| f.acquired_at.as_str()).unwrap_or_default()
+        self.frames
+            .first()
+            .map(|f| f.acquired_at.as_str())
+            .unwrap_or_default()
     }
 }
 

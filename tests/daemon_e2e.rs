@@ -570,7 +570,17 @@ fn a_kinetic_series_publishes_its_sequence_record_after_its_frames() {
     let base = format!("lumiq/v1/{SITE}/{INSTRUMENT}");
     let sub = subscribe_ready(
         s_(&[
-            "-h", "127.0.0.1", "-p", &port, "-v", "-q", "1", "-c", "-i", "lims-kinetic", "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-v",
+            "-q",
+            "1",
+            "-c",
+            "-i",
+            "lims-kinetic",
+            "-t",
             &format!("{base}/measurement"),
         ]),
         &s_(&["-h", "127.0.0.1", "-p", &port]),
@@ -618,10 +628,19 @@ fn a_kinetic_series_publishes_its_sequence_record_after_its_frames() {
     assert_eq!(env.len(), 5, "{env:?}");
     let seqs: Vec<u64> = env.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5], "one stream, no gap");
-    let kinds: Vec<&str> = env.iter().map(|v| v["record_schema"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = env
+        .iter()
+        .map(|v| v["record_schema"].as_str().unwrap())
+        .collect();
     assert_eq!(
         kinds,
-        ["lumiq.measurement", "lumiq.measurement", "lumiq.measurement", "lumiq.measurement", "lumiq.sequence"],
+        [
+            "lumiq.measurement",
+            "lumiq.measurement",
+            "lumiq.measurement",
+            "lumiq.measurement",
+            "lumiq.sequence"
+        ],
         "the sequence record comes after its frames"
     );
     assert_eq!(env[0]["measurement_id"], first.as_str());
@@ -632,7 +651,10 @@ fn a_kinetic_series_publishes_its_sequence_record_after_its_frames() {
         .iter()
         .map(|f| f["measurement_id"].as_str().unwrap())
         .collect();
-    let frames: Vec<&str> = env[..4].iter().map(|v| v["measurement_id"].as_str().unwrap()).collect();
+    let frames: Vec<&str> = env[..4]
+        .iter()
+        .map(|v| v["measurement_id"].as_str().unwrap())
+        .collect();
     assert_eq!(listed, frames);
     assert_eq!(seq["study_id"], "STUDY-KIN");
     assert_eq!(seq["frames_missing"], serde_json::json!([]));
@@ -645,10 +667,17 @@ fn a_kinetic_series_publishes_its_sequence_record_after_its_frames() {
         .map(|f| f["minutes"].as_f64().unwrap())
         .collect();
     for w in minutes.windows(2) {
-        assert!((w[1] - w[0] - 10.0).abs() < 0.05, "10 min apart: {minutes:?}");
+        assert!(
+            (w[1] - w[0] - 10.0).abs() < 0.05,
+            "10 min apart: {minutes:?}"
+        );
     }
     let regions = seq["regions"].as_array().unwrap();
-    assert!(regions.len() >= 5, "each tumour followed: {}", regions.len());
+    assert!(
+        regions.len() >= 5,
+        "each tumour followed: {}",
+        regions.len()
+    );
     for r in regions {
         assert_eq!(r["frames_found"], 4, "{r}");
         assert_eq!(r["points"].as_array().unwrap().len(), 4);

@@ -12,10 +12,12 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::acquisition::{AcquisitionMeta, AcquisitionSettings, RawAcquisition, SourceFormat};
+use super::cooling::CoolingLock;
+use super::folder::write_calibration_frames;
+use crate::acquisition::AcquisitionMeta;
 use crate::calibrate::{build_set, CalibrateError, CalibrateOptions};
 use crate::camera::Frame;
-use crate::formats::acquisition_folder::{self, FrameKind};
+use crate::formats::acquisition_folder::FrameKind;
 use crate::formats::calibration_set::{CalibrationIndex, DarkEntry};
 use crate::formats::FormatError;
 
@@ -41,6 +43,10 @@ pub struct DarkPolicy {
     pub max_age_days: f64,
     /// Dark frames to take when they are needed (combined by a sigma-clipped median).
     pub frames: usize,
+    /// Darks taken before the cooling lock was last (re)gained, or at another setpoint,
+    /// are taken again (`[acquisition] dark_retake_after_relock`).
+    #[serde(default)]
+    pub retake_after_relock: bool,
 }
 
 /// Where the dark came from.
@@ -77,7 +83,10 @@ pub enum LibraryDark {
     Needed { reason: String },
 }
 
-/// Apply the set's own selection rules (`docs/calibration-set.md`) and the age limit.
+/// Apply the set's own selection rules (`docs/calibration-set.md`), the age limit (of the
+/// dark itself: its `acquired_at`) and, when `lock` is given, the cooling lock: the dark
+/// `lumiq process` would select is not used when it was taken before the lock was last
+/// (re)gained or at another setpoint.
 pub fn check_library(
     index: &CalibrationIndex,
     binning: u32,
@@ -85,6 +94,7 @@ pub fn check_library(
     sensor_temp_c: f64,
     now: DateTime<Utc>,
     max_age_days: f64,
+    lock: Option<&CoolingLock>,
 ) -> LibraryDark {
     let rules = index.dark_rules;
     let ratio = |d: &DarkEntry| {
@@ -115,13 +125,17 @@ pub fn check_library(
             ),
         };
     };
-    let age_days = (now - index.created_at).num_seconds() as f64 / 86400.0;
+    let acquired_at = best.acquired_at_or(index.created_at);
+    let age_days = (now - acquired_at).num_seconds() as f64 / 86400.0;
     if age_days > max_age_days {
         return LibraryDark::Needed {
             reason: format!(
                 "the library's darks are {age_days:.0} days old (the limit is {max_age_days} days)"
             ),
         };
+    }
+    if let Some(reason) = lock.and_then(|l| l.dark_is_stale(acquired_at, best.setpoint_c)) {
+        return LibraryDark::Needed { reason };
     }
     LibraryDark::Usable(best.clone())
 }
@@ -133,6 +147,7 @@ pub fn add_darks_to_library(
     index: &CalibrationIndex,
     meta: &AcquisitionMeta,
     darks: &[Frame],
+    setpoint_c: Option<f64>,
     now: DateTime<Utc>,
 ) -> Result<DarkEntry, DarkLibraryError> {
     let staging = library.join(format!(
@@ -141,35 +156,13 @@ pub fn add_darks_to_library(
         now.timestamp_nanos_opt().unwrap_or(0)
     ));
     let result = (|| -> Result<DarkEntry, DarkLibraryError> {
-        let mut folders = Vec::new();
-        for (i, f) in darks.iter().enumerate() {
-            let m = AcquisitionMeta {
-                acquired_at: f.started_at,
-                settings: AcquisitionSettings {
-                    exposure_s: f.exposure_s,
-                    binning: f.binning,
-                    sensor_temp_c: f.sensor_temp_c,
-                    ..meta.settings.clone()
-                },
-                photograph: None,
-                ..meta.clone()
-            };
-            let acq = RawAcquisition {
-                meta: m,
-                luminescent_adu: (*f.pixels).clone(),
-                photograph_adu: None,
-                imported_rois: vec![],
-                source: SourceFormat::LumiqFolder,
-            };
-            let dir = staging.join(format!("dark_{i:02}"));
-            acquisition_folder::write(&dir, &acq, FrameKind::Dark)?;
-            folders.push(dir);
-        }
+        let folders = write_calibration_frames(&staging, "dark", meta, darks, FrameKind::Dark)?;
         let mut opts = CalibrateOptions::new(index.id.clone(), index.instrument_id.clone());
         opts.saturation_adu = index.sensor.saturation_adu;
         opts.pixel_pitch_um = index.sensor.pixel_pitch_um;
         opts.dark_rules = index.dark_rules;
         opts.created_at = Some(now);
+        opts.dark_setpoint_c = setpoint_c;
         build_set(&folders, library, &opts)?;
         let updated = crate::formats::calibration_set::CalibrationSet::load(library)?;
         let temp = darks.iter().map(|f| f.sensor_temp_c).sum::<f64>() / darks.len().max(1) as f64;
@@ -180,6 +173,7 @@ pub fn add_darks_to_library(
             temp,
             now,
             f64::INFINITY,
+            None,
         ) {
             LibraryDark::Usable(e) => Ok(e),
             LibraryDark::Needed { reason } => Err(DarkLibraryError::NotSelectable(reason)),
@@ -208,7 +202,7 @@ mod tests {
     fn library_dark_within_the_rules_is_used() {
         let ix = index();
         let now = at("2026-03-02T09:00:00Z");
-        match check_library(&ix, 8, 200.0, -89.6, now, 90.0) {
+        match check_library(&ix, 8, 200.0, -89.6, now, 90.0, None) {
             LibraryDark::Usable(d) => assert_eq!((d.binning, d.exposure_s), (8, 60.0)),
             other => panic!("{other:?}"),
         }
@@ -222,17 +216,79 @@ mod tests {
             LibraryDark::Needed { reason } => reason,
             other => panic!("{other:?}"),
         };
-        assert!(need(check_library(&ix, 8, 300.0, -90.0, now, 90.0)).contains("no dark"));
-        assert!(need(check_library(&ix, 8, 60.0, -80.0, now, 90.0)).contains("no dark"));
-        assert!(need(check_library(&ix, 2, 60.0, -90.0, now, 90.0)).contains("binning 2"));
+        assert!(need(check_library(&ix, 8, 300.0, -90.0, now, 90.0, None)).contains("no dark"));
+        assert!(need(check_library(&ix, 8, 60.0, -80.0, now, 90.0, None)).contains("no dark"));
+        assert!(need(check_library(&ix, 2, 60.0, -90.0, now, 90.0, None)).contains("binning 2"));
         assert!(need(check_library(
             &ix,
             8,
             60.0,
             -90.0,
             at("2026-09-01T00:00:00Z"),
-            90.0
+            90.0,
+            None
         ))
         .contains("days old"));
+    }
+
+    /// A dark of the library against the cooling lock: taken before the lock was last
+    /// regained → taken again; at another setpoint → taken again; after the lock at the
+    /// same setpoint → the library's is used. The shipped set's darks carry neither time
+    /// nor setpoint: they count as taken at its `created_at` (2026-01-05T12:00:00Z).
+    #[test]
+    fn darks_older_than_the_lock_or_at_another_setpoint_are_needed() {
+        let mut ix = index();
+        let now = at("2026-03-02T09:00:00Z");
+        let lock_at = |t: &str, sp: f64| {
+            let mut l = CoolingLock::default();
+            l.observe(true, Some(sp), at(t));
+            l
+        };
+        let check = |ix: &CalibrationIndex, l: &CoolingLock| {
+            check_library(ix, 8, 60.0, -90.0, now, 90.0, Some(l))
+        };
+        // Re-locked after the dark was taken.
+        let relocked = lock_at("2026-03-02T08:00:00Z", -90.0);
+        match check(&ix, &relocked) {
+            LibraryDark::Needed { reason } => {
+                assert!(reason.contains("before the cooling lock"), "{reason}");
+                assert!(reason.contains("2026-01-05T12:00:00Z"), "{reason}");
+                assert!(reason.contains("2026-03-02T08:00:00Z"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Not asked: the same library dark is used.
+        assert!(matches!(
+            check_library(&ix, 8, 60.0, -90.0, now, 90.0, None),
+            LibraryDark::Usable(_)
+        ));
+        // Taken after the lock was gained, at the same setpoint: used.
+        let early = lock_at("2026-01-05T11:00:00Z", -90.0);
+        match check(&ix, &early) {
+            LibraryDark::Usable(d) => assert_eq!(d.exposure_s, 60.0),
+            other => panic!("{other:?}"),
+        }
+        // The same dark, recorded at another setpoint: needed.
+        for d in &mut ix.dark {
+            d.setpoint_c = Some(-80.0);
+        }
+        match check(&ix, &early) {
+            LibraryDark::Needed { reason } => {
+                assert!(reason.contains("setpoint of -80.0 °C"), "{reason}");
+                assert!(reason.contains("locked at -90.0 °C"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // At the lock's setpoint and taken after it: used.
+        for d in &mut ix.dark {
+            d.setpoint_c = Some(-90.0);
+            d.acquired_at = Some(at("2026-03-02T08:30:00Z"));
+        }
+        assert!(matches!(check(&ix, &relocked), LibraryDark::Usable(_)));
+        // The age counts from the dark's own time, not the set's.
+        assert!(matches!(
+            check_library(&ix, 8, 60.0, -90.0, at("2026-05-25T00:00:00Z"), 90.0, None),
+            LibraryDark::Usable(_)
+        ));
     }
 }

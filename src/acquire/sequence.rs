@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::autoexpose::{self, AutoExposureConfig, Decision, FrameStats};
+use super::cooling::{CoolingLock, LockChange};
 use super::dark::{self, DarkPolicy, DarkReport, DarkSource, LibraryDark};
 use crate::acquisition::{
     AcquisitionMeta, AcquisitionSettings, PhotographMeta, RawAcquisition, SourceFormat,
@@ -85,6 +86,7 @@ impl SequenceConfig {
                 library,
                 max_age_days: 90.0,
                 frames: 5,
+                retake_after_relock: false,
             },
             subjects: Subjects {
                 study_id: Some("SIM-STUDY-1".into()),
@@ -247,6 +249,9 @@ pub struct Imager {
     pub camera: Camera,
     pub controller: Controller,
     pub cancel: CancelToken,
+    /// When the cooling lock was last gained, as seen by [`Imager::prepare`] and
+    /// [`Imager::poll_cooling`].
+    pub cooling: CoolingLock,
     clock: Arc<dyn Clock>,
     simulated: bool,
 }
@@ -266,6 +271,7 @@ impl Imager {
             camera,
             controller,
             cancel: CancelToken::new(),
+            cooling: CoolingLock::default(),
             clock,
             simulated,
         }
@@ -273,6 +279,29 @@ impl Imager {
 
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
+    }
+
+    /// Read the sensor's temperature and cooling lock, and note a lock lost or gained in
+    /// [`Imager::cooling`]. Returns (temperature °C, locked).
+    pub fn poll_cooling(&mut self) -> Result<(f64, bool), CameraError> {
+        let temp_c = self.camera.sensor_temp_c()?;
+        let locked = self.camera.read("TemperatureLocked")? == 1;
+        self.note_lock(locked);
+        Ok((temp_c, locked))
+    }
+
+    fn note_lock(&mut self, locked: bool) {
+        let setpoint_c = self.camera.cooling_setpoint_c();
+        match self
+            .cooling
+            .observe(locked, setpoint_c, self.clock.utc_now())
+        {
+            LockChange::Gained => {
+                tracing::info!("cooling locked at {:.1} °C", setpoint_c.unwrap_or(f64::NAN))
+            }
+            LockChange::Lost => tracing::warn!("the camera lost its cooling lock"),
+            LockChange::None => {}
+        }
     }
 
     fn check_cancel(&self) -> Result<(), CaptureError> {
@@ -303,11 +332,14 @@ impl Imager {
         let filter = self.controller.set_filter(cfg.filter_position)?;
         self.controller.set_led(0)?;
         self.camera.set_cooling(cfg.cooling_setpoint_c)?;
+        // A lock lost since the last look is seen here, before waiting for it again.
+        self.poll_cooling()?;
         let t0 = self.clock.elapsed();
         let locked_temp_c = self
             .camera
             .wait_for_lock(&self.cancel)
             .map_err(|e| CaptureError::from_camera(e, "cooling"))?;
+        self.note_lock(true);
         Ok(Prepared {
             camera: self.camera.info().clone(),
             controller,
@@ -322,7 +354,7 @@ impl Imager {
 
     /// Take one frame under the interlock: events polled between transfers, the door
     /// asked for afterwards.
-    fn frame(&mut self, req: &FrameRequest, what: &str) -> Result<Frame, CaptureError> {
+    pub(super) fn frame(&mut self, req: &FrameRequest, what: &str) -> Result<Frame, CaptureError> {
         self.check_cancel()?;
         let ctrl = &mut self.controller;
         let mut door_event = false;
@@ -485,6 +517,7 @@ impl Imager {
             lum.sensor_temp_c,
             now,
             cfg.dark.max_age_days,
+            cfg.dark.retake_after_relock.then_some(&self.cooling),
         );
         match verdict {
             LibraryDark::Usable(d) => Ok(DarkReport {
@@ -516,14 +549,20 @@ impl Imager {
                 for _ in 0..cfg.dark.frames.max(2) {
                     darks.push(self.frame(&req, "dark exposure")?);
                 }
-                let entry =
-                    dark::add_darks_to_library(lib, &set.index, meta, &darks, self.clock.utc_now())
-                        .map_err(|e| {
-                            dark_err(format!(
-                                "cannot add the new darks: {}",
-                                crate::errors::one_line(&e)
-                            ))
-                        })?;
+                let entry = dark::add_darks_to_library(
+                    lib,
+                    &set.index,
+                    meta,
+                    &darks,
+                    self.camera.cooling_setpoint_c(),
+                    self.clock.utc_now(),
+                )
+                .map_err(|e| {
+                    dark_err(format!(
+                        "cannot add the new darks: {}",
+                        crate::errors::one_line(&e)
+                    ))
+                })?;
                 Ok(DarkReport {
                     source: DarkSource::Acquired,
                     reason: Some(reason),
@@ -599,7 +638,7 @@ impl Imager {
     }
 
     /// Release the door lock (best effort: the sequence's own error matters more).
-    fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         if let Err(e) = self.controller.set_led(0) {
             tracing::warn!("switching the LED off: {e}");
         }

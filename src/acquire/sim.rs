@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration as ChronoDuration, TimeZone, Utc};
 
+use super::guided::{Guide, GuidedError, Step, StepKind};
 use super::sequence::{CaptureError, Imager, SequenceConfig};
 use crate::camera::sim::scene::FramePhysics;
 use crate::camera::{
@@ -116,4 +117,35 @@ pub fn simulated_imager(opts: SimulatedOptions) -> Result<SimulatedImager, Captu
 /// injected ten minutes before the simulated clock starts.
 pub fn simulated_sequence(library: PathBuf, epoch: DateTime<Utc>) -> SequenceConfig {
     SequenceConfig::simulated(library, Some(epoch - ChronoDuration::minutes(10)))
+}
+
+/// A technician at the simulated instrument, for `lumiq calibrate --guided`: once the
+/// guide `inner` has shown a step (and heard Enter, where it waits), does in the simulated
+/// box what the step asks — closes the door, lays the flat-field panel on the stage for
+/// the flats and takes it away when the set is built.
+pub struct SimTechnician<'a> {
+    pub inner: &'a mut dyn Guide,
+    pub sim_box: SimBox,
+}
+
+impl Guide for SimTechnician<'_> {
+    fn begin(&mut self, step: &Step) -> Result<(), GuidedError> {
+        self.inner.begin(step)?;
+        match step.kind {
+            StepKind::Prepare => self.sim_box.close_door(),
+            StepKind::Flats => {
+                self.sim_box.set_flat_panel(true);
+                self.sim_box.close_door();
+            }
+            StepKind::Build => self.sim_box.set_flat_panel(false),
+            StepKind::Bias | StepKind::Darks => {}
+        }
+        Ok(())
+    }
+    fn advance(&mut self, what: &str) {
+        self.inner.advance(what)
+    }
+    fn finish(&mut self, summary: &str) {
+        self.inner.finish(summary)
+    }
 }

@@ -91,6 +91,9 @@ pub struct CalibrateOptions {
     pub bad_pixels: BadPixelCriteria,
     /// `created_at` of the index; `None` = now. Set it for byte-reproducible sets.
     pub created_at: Option<DateTime<Utc>>,
+    /// The sensor's cooling setpoint the run's darks were taken at, °C: recorded as each
+    /// new `[[dark]]`'s `setpoint_c` (`None`: not recorded).
+    pub dark_setpoint_c: Option<f64>,
 }
 
 impl CalibrateOptions {
@@ -109,6 +112,7 @@ impl CalibrateOptions {
             dark_rules: DarkRules::default(),
             bad_pixels: BadPixelCriteria::default(),
             created_at: None,
+            dark_setpoint_c: None,
         }
     }
 }
@@ -236,6 +240,20 @@ fn round_to(x: f64, digits: i32) -> f64 {
 fn mean(v: impl Iterator<Item = f64>) -> f64 {
     let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     s / n.max(1) as f64
+}
+
+/// The median of some times (of an even count, the midpoint of the middle two), to the
+/// second. `UNIX_EPOCH` when there are none.
+fn median_time(times: impl Iterator<Item = DateTime<Utc>>) -> DateTime<Utc> {
+    let mut v: Vec<DateTime<Utc>> = times.collect();
+    v.sort();
+    let n = v.len();
+    let t = match n {
+        0 => DateTime::<Utc>::UNIX_EPOCH,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => v[n / 2 - 1] + (v[n / 2] - v[n / 2 - 1]) / 2,
+    };
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
 }
 
 /// Every input's metadata, checked: calibration frames of `instrument_id` only.
@@ -404,6 +422,8 @@ pub fn build_set(
             file: file.clone(),
             frames_combined: m.frames_combined as u32,
             noise_adu: round_to(noise, 4),
+            acquired_at: Some(median_time(group.iter().map(|i| i.file.acquired_at))),
+            setpoint_c: opts.dark_setpoint_c,
         });
         masters.push(MasterSummary {
             kind: "dark",

@@ -121,10 +121,28 @@ fn builds_a_set_from_simulated_frames_and_merges_into_it() {
         acquisition_folder::write(&d, &acq, FrameKind::Dark).unwrap();
         darks.push(d);
     }
-    let summary = build_set(&darks, out.path(), &opts).unwrap();
+    let mut with_setpoint = opts.clone();
+    with_setpoint.dark_setpoint_c = Some(-90.0);
+    let summary = build_set(&darks, out.path(), &with_setpoint).unwrap();
     assert_eq!(summary.masters.len(), 1);
     let set = CalibrationSet::load(out.path()).unwrap();
     assert_eq!(set.index.dark.len(), 3);
+    // Each dark says when (the median of its frames' times) and at which setpoint it was
+    // taken; the darks of the first run keep theirs (no setpoint given then).
+    let d240 = set
+        .index
+        .dark
+        .iter()
+        .find(|d| d.exposure_s == 240.0)
+        .unwrap();
+    assert_eq!(d240.acquired_at, Some(meta(&inst, 4, 240.0).acquired_at));
+    assert_eq!(d240.setpoint_c, Some(-90.0));
+    assert!(set
+        .index
+        .dark
+        .iter()
+        .filter(|d| d.exposure_s != 240.0)
+        .all(|d| d.setpoint_c.is_none() && d.acquired_at.is_some()));
     assert_eq!(set.index.bias.len(), 2);
     assert!((set.index.sensor.gain_e_per_adu - g).abs() / g < 0.05);
     let n = inst.frame_px(4);

@@ -272,6 +272,10 @@ pub struct AcquisitionSettings {
     /// Darks older than this are taken again, days.
     #[serde(default = "default_dark_max_age_days")]
     pub dark_max_age_days: f64,
+    /// Darks taken before the camera's cooling lock was last (re)gained, or at another
+    /// setpoint, are taken again (the first lock after a start counts as gained then).
+    #[serde(default = "default_true")]
+    pub dark_retake_after_relock: bool,
     /// Binnings auto-exposure may choose, finest first (each of 1, 2, 4, 8, 16; the
     /// calibration set needs a bias at each).
     #[serde(default = "default_binnings")]
@@ -414,6 +418,9 @@ fn default_binnings() -> Vec<u32> {
 fn default_dark_max_age_days() -> f64 {
     90.0
 }
+fn default_true() -> bool {
+    true
+}
 fn default_captures() -> usize {
     2
 }
@@ -468,6 +475,7 @@ impl Default for AcquisitionSettings {
             f_number: default_f_number(),
             filter_position: 0,
             dark_max_age_days: default_dark_max_age_days(),
+            dark_retake_after_relock: true,
             binnings: default_binnings(),
         }
     }

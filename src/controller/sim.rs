@@ -1,5 +1,6 @@
 //! The simulated imager controller and the light-tight box it runs: door (with its lock),
-//! photograph LED, stage shelves, emission filter wheel and heated stage.
+//! photograph LED, stage shelves, emission filter wheel, heated stage and the flat-field
+//! panel a technician may lay on the stage.
 //!
 //! Owns: [`SimBox`], the box's state, shared with the simulated camera (the LED lights its
 //! photographs, an open door floods its frames, the shelf sets its field of view), and
@@ -34,6 +35,9 @@ pub struct BoxState {
     pub stage_temp_c: f64,
     /// Presses of the start button so far.
     pub start_presses: u64,
+    /// The evenly lit flat-field panel lies on the stage, filling the field of view (a
+    /// technician places it for `lumiq calibrate --guided`).
+    pub flat_panel: bool,
 }
 
 impl BoxState {
@@ -61,6 +65,7 @@ impl Default for BoxState {
             stage_setpoint_c: None,
             stage_temp_c: 21.0,
             start_presses: 0,
+            flat_panel: false,
         }
     }
 }
@@ -99,6 +104,10 @@ impl SimBox {
     }
     pub fn press_start(&self) {
         self.with(|s| s.start_presses += 1)
+    }
+    /// A person lays the flat-field panel on the stage (or takes it away).
+    pub fn set_flat_panel(&self, placed: bool) {
+        self.with(|s| s.flat_panel = placed)
     }
 }
 

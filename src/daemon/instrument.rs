@@ -21,14 +21,19 @@ use crate::controller::{Controller, ControllerConfig};
 use super::DaemonError;
 
 /// The opened instrument and what keeps its simulated parts alive.
-pub(super) struct Instrument {
-    pub(super) imager: Imager,
-    pub(super) sequence: SequenceConfig,
-    pub(super) keep: Box<dyn std::any::Any + Send>,
-    pub(super) truth: TruthFn,
+pub(crate) struct Instrument {
+    pub(crate) imager: Imager,
+    pub(crate) sequence: SequenceConfig,
+    pub(crate) keep: Box<dyn std::any::Any + Send>,
+    pub(crate) truth: TruthFn,
+    /// The simulated instrument's box (door, LED, flat-field panel); `None` for hardware.
+    pub(crate) sim_box: Option<crate::controller::SimBox>,
 }
 
-pub(super) fn open_instrument(
+/// Open the instrument `[camera]` and `[controller]` name, with the sequence settings of
+/// `[acquisition]` and the calibration set at `calibration_dir` (also `lumiq calibrate
+/// --guided`'s instrument).
+pub(crate) fn open_instrument(
     settings: &Settings,
     calibration_dir: PathBuf,
 ) -> Result<Instrument, DaemonError> {
@@ -36,6 +41,7 @@ pub(super) fn open_instrument(
         lock_timeout: Duration::from_secs(settings.acquisition.cooling_timeout_s),
         ..CameraConfig::default()
     };
+    let mut sim_box_out = None;
     let (imager, mut sequence, keep, truth): (Imager, SequenceConfig, Box<dyn std::any::Any + Send>, TruthFn) =
         match (settings.camera.kind, settings.controller.kind) {
             (CameraKind::Simulated, ControllerKind::Simulated) => {
@@ -54,6 +60,7 @@ pub(super) fn open_instrument(
                     clock,
                     controller,
                 } = sim;
+                sim_box_out = Some(sim_box.clone());
                 let cam = camera.clone();
                 let truth: TruthFn = Box::new(move |c: &crate::acquire::Capture| {
                     cam.truth(c.meta.binning, c.meta.fov_cm)
@@ -90,6 +97,7 @@ pub(super) fn open_instrument(
     sequence.filter_position = settings.acquisition.filter_position;
     sequence.f_number = settings.acquisition.f_number;
     sequence.dark.max_age_days = settings.acquisition.dark_max_age_days;
+    sequence.dark.retake_after_relock = settings.acquisition.dark_retake_after_relock;
     sequence.auto_exposure.binnings = settings.acquisition.binnings.clone();
     sequence.auto_exposure.validate().map_err(|e| {
         DaemonError::Setup(format!(
@@ -102,6 +110,7 @@ pub(super) fn open_instrument(
         sequence,
         keep,
         truth,
+        sim_box: sim_box_out,
     })
 }
 

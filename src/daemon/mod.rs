@@ -10,6 +10,8 @@
 //! - [`commands`]: the LIMS's command topic.
 //! - [`demo`]: `lumiq demo`, the whole daemon with the simulated instrument and a broker.
 //! - [`cli`]: `lumiq run`, `acquire`, `status`, `demo`.
+//! - [`guided_cli`]: `lumiq calibrate --guided`, guided calibration on the instrument the
+//!   settings name.
 //! - `shared`: [`Shared`], the state every task and thread sees: triggers, the status
 //!   report, the socket's requests.
 //! - `instrument`: opening the camera and controller (real or simulated) from the settings.
@@ -31,12 +33,13 @@ pub mod archive;
 pub mod cli;
 pub mod commands;
 pub mod demo;
+pub mod guided_cli;
 pub mod notify;
 pub mod socket;
 pub mod stages;
 pub mod status;
 
-mod instrument;
+pub(crate) mod instrument;
 mod qc;
 mod series;
 mod shared;

@@ -46,7 +46,11 @@ pub enum Settled {
     /// Frames not yet committed nor set aside.
     Waiting { frames: usize },
     /// The sequence record was committed now.
-    Committed { seq: Seq, regions: usize, missing: usize },
+    Committed {
+        seq: Seq,
+        regions: usize,
+        missing: usize,
+    },
     /// It was committed before (a repeated call, or a restart after the commit).
     AlreadyCommitted { seq: Seq },
     /// No frame of the series could be measured: there is nothing to summarise.
@@ -121,7 +125,10 @@ pub fn commit_staged(
 /// Settle the pending series that hold `measurement_id` (after its commit or its failure).
 pub fn settle_with(outbox: &Outbox, archive: &Archive, measurement_id: &str) {
     for s in archive.pending_series() {
-        if s.measurement_ids.iter().any(|m| m.to_string() == measurement_id) {
+        if s.measurement_ids
+            .iter()
+            .any(|m| m.to_string() == measurement_id)
+        {
             report(&s, settle(outbox, archive, &s));
         }
     }
@@ -222,7 +229,10 @@ mod tests {
         assert_eq!((seq, missing), (3, 1));
         assert!(archive.pending_series().is_empty(), "the note is removed");
         // Committed byte for byte as archived, and only once.
-        let (_, json) = outbox.record_by_id(&s.sequence_id.to_string()).unwrap().unwrap();
+        let (_, json) = outbox
+            .record_by_id(&s.sequence_id.to_string())
+            .unwrap()
+            .unwrap();
         let day = std::fs::read_dir(archive.root())
             .unwrap()
             .filter_map(|e| e.ok())
@@ -243,7 +253,9 @@ mod tests {
         );
         let rows = outbox.unacked_after(0, 10).unwrap();
         assert_eq!(
-            rows.iter().map(|r| r.record_schema.as_str()).collect::<Vec<_>>(),
+            rows.iter()
+                .map(|r| r.record_schema.as_str())
+                .collect::<Vec<_>>(),
             ["lumiq.measurement", "lumiq.measurement", "lumiq.sequence"]
         );
         assert_eq!(rows[2].acquired_at, records[0].acquired_at);
@@ -288,7 +300,14 @@ mod tests {
             panic!("{left:?}")
         };
         commit_staged(&outbox, &archive, staging, record, j).unwrap();
-        assert_eq!(outbox.record_by_id(&s.sequence_id.to_string()).unwrap().unwrap().1, json);
+        assert_eq!(
+            outbox
+                .record_by_id(&s.sequence_id.to_string())
+                .unwrap()
+                .unwrap()
+                .1,
+            json
+        );
         assert!(archive.pending_series().is_empty());
         settle_all(&outbox, &archive);
         assert_eq!(outbox.index().unwrap().len(), 3, "not made a second time");

@@ -197,21 +197,20 @@ pub fn acquire_loop<K>(
 }
 
 fn poll_devices(shared: &Shared, imager: &mut Imager) {
-    let temp = imager.camera.sensor_temp_c();
-    let locked = imager.camera.read("TemperatureLocked");
-    match (temp, locked) {
-        (Ok(t), Ok(l)) => {
+    // Also notes a lock lost or gained, for the dark decision of the next acquisition.
+    match imager.poll_cooling() {
+        Ok((t, l)) => {
             let info = imager.camera.info().clone();
             let mut s = shared.lock();
             s.camera.connected = true;
             s.camera.sensor_temp_c = Some(t);
-            s.camera.cooling_locked = Some(l == 1);
+            s.camera.cooling_locked = Some(l);
             s.camera.model = Some(info.model);
             s.camera.serial = Some(info.serial);
             s.camera.checked_at = Some(crate::delivery::wire::rfc3339(Utc::now()));
             s.camera.last_error = None;
         }
-        (Err(e), _) | (_, Err(e)) => shared.set_camera_error(e.to_string()),
+        Err(e) => shared.set_camera_error(e.to_string()),
     }
     match imager.controller.door() {
         Ok((open, locked)) => shared.set_door(Some(open), Some(locked)),
@@ -601,7 +600,8 @@ fn commit_one(shared: &Shared, p: Processed) {
                 tracing::error!("acquisition {id} (seq {seq}) committed but not archived: {e}");
             }
         }
-    }    super::series::settle_with(&shared.outbox, &shared.archive, &id);
+    }
+    super::series::settle_with(&shared.outbox, &shared.archive, &id);
 }
 
 /// Publish an acquisition failure as an event (best effort).

@@ -97,7 +97,7 @@ impl Device {
         target + (self.temp0_c - target) * (-dt / tau).exp()
     }
 
-    fn rebase_thermal(&mut self) {
+    pub(super) fn rebase_thermal(&mut self) {
         let now = self.clock.elapsed();
         self.temp0_c = self.temp_at(now);
         self.t0 = now;
@@ -164,6 +164,7 @@ impl Device {
             light.led_percent = s.led_percent;
             light.door_open = s.door_open;
             light.filter_transmission = s.filter_transmission();
+            light.flat_panel = s.flat_panel;
             fov = s.fov_cm();
         }
         (light, fov)

@@ -6,7 +6,8 @@
 //! Owns: the device's registers (served from the same register map file, with its ranges
 //! and access rules), GenCP acknowledges including PENDING_ACK for slow writes, the
 //! streaming of leader / payload / trailer blocks, the sensor's thermal behaviour (the
-//! temperature settles exponentially toward the setpoint; the lock holds within 0.5 °C),
+//! temperature settles exponentially toward the setpoint; the lock holds within 0.5 °C,
+//! and is lost when [`SimCamera::disturb_temperature`] warms the sensor),
 //! frames with the physics of `lumiq simulate` ([`scene`]), the light of the
 //! box it sits in (a [`SimBox`] shared with the simulated controller: photograph LED, door,
 //! emission filter, shelf) and fault knobs ([`FaultKnob`]).
@@ -228,6 +229,15 @@ impl SimCamera {
     /// Pull the cable for a while.
     pub fn unplug(&self, for_: Duration) {
         self.lock().unplug(for_)
+    }
+
+    /// The sensor warms by `delta_c` at once (a cooler hiccup, a power dip): beyond the
+    /// lock tolerance the cooling lock is lost, and regained once the regulation has
+    /// brought the sensor back (a few `cooling_tau_s` later on the camera's clock).
+    pub fn disturb_temperature(&self, delta_c: f64) {
+        let mut d = self.lock();
+        d.rebase_thermal();
+        d.temp0_c += delta_c;
     }
 
     /// The sensor's true temperature now, °C.

@@ -1,6 +1,6 @@
 //! What the simulated camera sees: the scene of `lumiq simulate` (mice, tumours,
 //! autoluminescence, a light leak) rendered for whatever exposure, binning, shutter,
-//! photograph LED, filter and door state a frame is taken with, and read out by the
+//! photograph LED, filter, door and flat-field panel a frame is taken with, and read out by the
 //! simulated instrument's sensor (bias, read noise, temperature-dependent dark current and
 //! hot pixels, PRNU, vignetting, Poisson noise, cosmic rays).
 //!
@@ -31,6 +31,8 @@ pub struct Light {
     pub door_open: bool,
     /// Transmission of the emission filter in the beam (1 = open).
     pub filter_transmission: f64,
+    /// The evenly lit flat-field panel covers the stage (and hides the scene).
+    pub flat_panel: bool,
 }
 
 impl Light {
@@ -40,6 +42,7 @@ impl Light {
             led_percent: 0,
             door_open: false,
             filter_transmission: 1.0,
+            flat_panel: false,
         }
     }
 }
@@ -59,6 +62,9 @@ pub enum FramePhysics {
 pub const PHOTO_E_AT_FULL_LED: f64 = 30_000.0;
 /// Room light through an open door, electrons per unbinned pixel per second.
 pub const ROOM_LIGHT_E_PER_S: f64 = 2.0e5;
+/// The flat-field panel's light on the optical axis, open filter, electrons per unbinned
+/// pixel per second (even across the panel; the lens vignettes it like any light).
+pub const FLAT_PANEL_E_PER_S: f64 = 400.0;
 
 struct Rendered {
     /// Tumour plus background radiance, photons/s/cm²/sr, per binned pixel.
@@ -175,6 +181,16 @@ impl SimScene {
                     / coefficient
                     * gain
                     * light.filter_transmission;
+                let lum = if light.flat_panel {
+                    FLAT_PANEL_E_PER_S
+                        * b
+                        * b
+                        * exposure_s
+                        * r.vignetting[[row, col]] as f64
+                        * light.filter_transmission
+                } else {
+                    lum
+                };
                 let led = if photo > 0.0 {
                     let x = (col as f64 + 0.5) * pixel_cm;
                     let y = (row as f64 + 0.5) * pixel_cm;

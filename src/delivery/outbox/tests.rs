@@ -171,7 +171,9 @@ fn a_format_1_outbox_is_upgraded_in_place_and_keeps_its_rows() {
     let format: String = ob
         .lock()
         .conn
-        .query_row("SELECT value FROM meta WHERE key='format'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key='format'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(format, OUTBOX_FORMAT.to_string());
     drop(ob);

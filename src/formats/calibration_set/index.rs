@@ -105,6 +105,22 @@ pub struct DarkEntry {
     /// replaces it (written only from 2 on).
     #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
     pub version: u32,
+    /// When the darks were taken: the median of their frames' acquisition times, RFC 3339
+    /// UTC. Absent in sets written before it was recorded; [`CalibrationIndex::parse`] then
+    /// gives it the set's `created_at`, so after parsing it is always present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquired_at: Option<DateTime<Utc>>,
+    /// The sensor's cooling setpoint the darks were taken at, °C (absent when unknown, as
+    /// in older sets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setpoint_c: Option<f64>,
+}
+
+impl DarkEntry {
+    /// When the darks were taken (`acquired_at`, else the set's `created_at`).
+    pub fn acquired_at_or(&self, created_at: DateTime<Utc>) -> DateTime<Utc> {
+        self.acquired_at.unwrap_or(created_at)
+    }
 }
 
 /// `[[flat]]`: relative sensitivity, 1.0 on the optical axis.
@@ -180,14 +196,21 @@ fn is_first_version(v: &u32) -> bool {
 
 impl CalibrationIndex {
     /// Parse the index text (no file checks). `path` names the file in errors.
+    /// A `[[dark]]` without `acquired_at` (a set written before it was recorded) is given
+    /// the set's `created_at`: its darks were taken no later than the set was built.
     pub fn parse(text: &str, path: &Path) -> Result<CalibrationIndex, FormatError> {
-        toml::from_str(text).map_err(|e| {
+        let mut ix: CalibrationIndex = toml::from_str(text).map_err(|e| {
             FormatError::invalid(
                 path,
                 format!("invalid calibration index: {}", e.to_string().trim_end()),
                 "fix or remove the key named above (the layout is in docs/calibration-set.md)",
             )
-        })
+        })?;
+        let created_at = ix.created_at;
+        for d in &mut ix.dark {
+            d.acquired_at.get_or_insert(created_at);
+        }
+        Ok(ix)
     }
 
     /// The index as TOML text, with a header comment.
@@ -294,6 +317,14 @@ impl CalibrationIndex {
             binning(format!("dark[{i}].binning"), d.binning)?;
             positive(format!("dark[{i}].exposure_s"), d.exposure_s, "seconds")?;
             non_negative(format!("dark[{i}].noise_adu"), d.noise_adu)?;
+            if let Some(sp) = d.setpoint_c.filter(|sp| !sp.is_finite()) {
+                return Err(FormatError::bad_field(
+                    path,
+                    format!("dark[{i}].setpoint_c"),
+                    format!("is {sp}"),
+                    "record the cooling setpoint of the darks in °C, or leave the key out",
+                ));
+            }
             if !d.sensor_temp_c.is_finite() {
                 return Err(FormatError::bad_field(
                     path,

@@ -48,6 +48,8 @@ fn index() -> CalibrationIndex {
                 file: "dark_b4_60s.tiff".into(),
                 frames_combined: 10,
                 noise_adu: 1.5,
+                acquired_at: Some(Utc.with_ymd_and_hms(2026, 1, 5, 8, 30, 0).unwrap()),
+                setpoint_c: Some(-90.0),
             },
             DarkEntry {
                 version: 1,
@@ -57,6 +59,8 @@ fn index() -> CalibrationIndex {
                 file: "dark_b4_600s.tiff".into(),
                 frames_combined: 10,
                 noise_adu: 2.0,
+                acquired_at: None,
+                setpoint_c: None,
             },
         ],
         flat: vec![FlatEntry {
@@ -322,7 +326,38 @@ fn index_round_trips_through_toml() {
     let text = ix.to_toml();
     assert!(text.lines().all(|l| l.len() <= 100), "{text}");
     let back = CalibrationIndex::parse(&text, Path::new("x.toml")).unwrap();
+    // The dark written without `acquired_at` reads back with the set's `created_at`.
+    assert_eq!(back.dark[1].acquired_at, Some(ix.created_at));
+    ix.dark[1].acquired_at = Some(ix.created_at);
     assert_eq!(back, ix);
+    assert!(
+        text.contains("acquired_at = \"2026-01-05T08:30:00Z\""),
+        "{text}"
+    );
+    assert!(text.contains("setpoint_c = -90.0"), "{text}");
     assert!(text.contains("schema = \"lumiq.calibration\""), "{text}");
     assert!(text.contains("[[bad_pixels.binned]]"), "{text}");
+}
+
+/// A set in the layout written before darks recorded when and at which setpoint they were
+/// taken (the shipped simulated set is one): it loads, each dark taken at the set's
+/// `created_at`, its setpoint unknown.
+#[test]
+fn a_set_without_dark_provenance_still_loads() {
+    let dir = crate::simulate::calibration_frames::shipped_set_dir().expect("the shipped set");
+    let text = std::fs::read_to_string(dir.join(INDEX_FILE)).unwrap();
+    assert!(!text.contains("acquired_at") && !text.contains("setpoint_c"));
+    let set = CalibrationSet::load(&dir).unwrap();
+    assert!(!set.index.dark.is_empty());
+    for d in &set.index.dark {
+        assert_eq!(d.acquired_at, Some(set.index.created_at), "{d:?}");
+        assert_eq!(d.setpoint_c, None, "{d:?}");
+    }
+    // And a non-finite setpoint is refused by name.
+    let bad = text.replacen("[[dark]]\n", "[[dark]]\nsetpoint_c = nan\n", 1);
+    let e = CalibrationIndex::parse(&bad, Path::new("x.toml"))
+        .and_then(|ix| ix.validate(Path::new("x.toml")))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dark[0].setpoint_c"), "{e}");
 }
