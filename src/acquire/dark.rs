@@ -4,8 +4,9 @@
 //! acquired with the shutter closed at the frame's binning, exposure and temperature and
 //! added to the library with [`crate::calibrate::build_set`], so `lumiq process` finds them.
 //!
-//! Owns: the decision ([`check_library`], pure) and the library update
-//! ([`add_darks_to_library`]). The frames themselves are taken by the sequence.
+//! Owns: the decision ([`check_library`], pure), the library update
+//! ([`add_darks_to_library`]) and raw calibration frames written as acquisition folders
+//! ([`write_calibration_frames`], also guided calibration's). The frames themselves are taken by the sequence.
 
 use std::path::{Path, PathBuf};
 
@@ -13,11 +14,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::cooling::CoolingLock;
-use super::folder::write_calibration_frames;
-use crate::acquisition::AcquisitionMeta;
+use crate::acquisition::{AcquisitionMeta, AcquisitionSettings, RawAcquisition, SourceFormat};
 use crate::calibrate::{build_set, CalibrateError, CalibrateOptions};
 use crate::camera::Frame;
-use crate::formats::acquisition_folder::FrameKind;
+use crate::formats::acquisition_folder::{self, FrameKind};
 use crate::formats::calibration_set::{CalibrationIndex, DarkEntry};
 use crate::formats::FormatError;
 
@@ -138,6 +138,43 @@ pub fn check_library(
         return LibraryDark::Needed { reason };
     }
     LibraryDark::Usable(best.clone())
+}
+
+/// Write raw calibration frames of one `kind` as acquisition folders `<dir>/<prefix>_NN`
+/// (for `lumiq calibrate`'s `build_set`): `meta` with each frame's time, exposure, binning
+/// and temperature, without a photograph. Returns the folders, in frame order.
+pub fn write_calibration_frames(
+    dir: &Path,
+    prefix: &str,
+    meta: &AcquisitionMeta,
+    frames: &[Frame],
+    kind: FrameKind,
+) -> Result<Vec<PathBuf>, FormatError> {
+    let mut folders = Vec::with_capacity(frames.len());
+    for (i, f) in frames.iter().enumerate() {
+        let m = AcquisitionMeta {
+            acquired_at: f.started_at,
+            settings: AcquisitionSettings {
+                exposure_s: f.exposure_s,
+                binning: f.binning,
+                sensor_temp_c: f.sensor_temp_c,
+                ..meta.settings.clone()
+            },
+            photograph: None,
+            ..meta.clone()
+        };
+        let acq = RawAcquisition {
+            meta: m,
+            luminescent_adu: (*f.pixels).clone(),
+            photograph_adu: None,
+            imported_rois: vec![],
+            source: SourceFormat::LumiqFolder,
+        };
+        let folder = dir.join(format!("{prefix}_{i:02}"));
+        acquisition_folder::write(&folder, &acq, kind)?;
+        folders.push(folder);
+    }
+    Ok(folders)
 }
 
 /// Write the dark frames as raw calibration folders and merge them into the library.

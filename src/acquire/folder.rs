@@ -6,19 +6,14 @@
 //! Owns: the layout of a capture's output — the acquisition folder of
 //! `docs/acquisition-folder.md` plus `capture.json` (the [`CaptureReport`]) and, for the
 //! simulated instrument, `truth.json`. Kinetic series: one acquisition folder per frame
-//! (`frame-001`, …) under the requested path, and `kinetic.json`. Raw calibration frames
-//! (darks for the library, the guided calibration's frames): one folder of kind bias,
-//! dark or flat per frame ([`write_calibration_frames`]).
+//! (`frame-001`, …) under the requested path, and `kinetic.json`.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::sequence::{Capture, CaptureError, CaptureReport};
-use crate::acquisition::{AcquisitionMeta, AcquisitionSettings, RawAcquisition, SourceFormat};
-use crate::camera::Frame;
 use crate::formats::acquisition_folder::{self, FrameKind};
-use crate::formats::FormatError;
 use crate::simulate::Truth;
 
 pub const REPORT_FILE: &str = "capture.json";
@@ -30,43 +25,6 @@ fn out_err(path: &Path, problem: impl std::fmt::Display) -> CaptureError {
         path: path.display().to_string(),
         problem: problem.to_string(),
     }
-}
-
-/// Write raw calibration frames of one `kind` as acquisition folders `<dir>/<prefix>_NN`
-/// (for `lumiq calibrate`'s `build_set`): `meta` with each frame's time, exposure, binning
-/// and temperature, without a photograph. Returns the folders, in frame order.
-pub fn write_calibration_frames(
-    dir: &Path,
-    prefix: &str,
-    meta: &AcquisitionMeta,
-    frames: &[Frame],
-    kind: FrameKind,
-) -> Result<Vec<PathBuf>, FormatError> {
-    let mut folders = Vec::with_capacity(frames.len());
-    for (i, f) in frames.iter().enumerate() {
-        let m = AcquisitionMeta {
-            acquired_at: f.started_at,
-            settings: AcquisitionSettings {
-                exposure_s: f.exposure_s,
-                binning: f.binning,
-                sensor_temp_c: f.sensor_temp_c,
-                ..meta.settings.clone()
-            },
-            photograph: None,
-            ..meta.clone()
-        };
-        let acq = RawAcquisition {
-            meta: m,
-            luminescent_adu: (*f.pixels).clone(),
-            photograph_adu: None,
-            imported_rois: vec![],
-            source: SourceFormat::LumiqFolder,
-        };
-        let folder = dir.join(format!("{prefix}_{i:02}"));
-        acquisition_folder::write(&folder, &acq, kind)?;
-        folders.push(folder);
-    }
-    Ok(folders)
 }
 
 /// Refuse an output path that exists (a capture never overwrites).

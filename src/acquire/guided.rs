@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::folder::write_calibration_frames;
+use super::dark::write_calibration_frames;
 use super::sequence::{CaptureError, Imager, Prepared, SequenceConfig};
 use crate::acquisition::{AcquisitionMeta, AcquisitionSettings};
 use crate::calibrate::{build_set, CalibrateError, CalibrateOptions, CalibrationSummary};
