@@ -165,6 +165,10 @@ fn walk(dir: &Path, visited: &mut HashSet<PathBuf>, out: &mut Discovery) {
     if !visited.insert(real) {
         return;
     }
+    if acquisition_folder::is_qc_acquisition(dir) {
+        // The reference source's image: its result is in the QC history, not a record.
+        return;
+    }
     if acquisition_folder::is_acquisition_folder(dir) || ivis::is_click_folder(dir) {
         out.acquisitions.push(dir.to_path_buf());
         return;
@@ -616,6 +620,8 @@ mod tests {
         touch(&r.join("orphan/luminescent.TIF"));
         touch(&r.join("notes/readme.txt"));
         touch(&r.join(".staging/x/acquisition.json"));
+        touch(&r.join("lumiq/qc1/acquisition.json"));
+        touch(&r.join("lumiq/qc1/.qc-acquisition"));
         let found = discover(&[r.to_path_buf(), r.join("lumiq")]);
         let rel: Vec<String> = found
             .acquisitions

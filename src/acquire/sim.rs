@@ -40,6 +40,8 @@ pub struct SimulatedOptions {
     pub controller: SimControllerConfig,
     /// Frame physics; `None` renders the scene.
     pub physics: Option<FramePhysics>,
+    /// The camera's response relative to its calibration (1 as calibrated).
+    pub response: f64,
 }
 
 impl Default for SimulatedOptions {
@@ -55,6 +57,7 @@ impl Default for SimulatedOptions {
             camera: CameraConfig::default(),
             controller: SimControllerConfig::default(),
             physics: None,
+            response: 1.0,
         }
     }
 }
@@ -87,6 +90,7 @@ pub fn simulated_imager(opts: SimulatedOptions) -> Result<SimulatedImager, Captu
         physics: opts.physics.clone().unwrap_or(FramePhysics::Scene(scene)),
         faults: opts.faults.clone(),
         noise_seed: opts.seed.wrapping_mul(31).wrapping_add(7),
+        response: opts.response,
         ..SimCameraConfig::default()
     };
     let dyn_clock: Arc<dyn Clock> = clock.clone();

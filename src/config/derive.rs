@@ -53,6 +53,18 @@ impl Settings {
         self.qc.as_ref().map(QcSettings::procedure).transpose()
     }
 
+    /// The source is mounted in the box: the daemon can image it by itself.
+    pub fn qc_mounted(&self) -> bool {
+        self.qc.as_ref().is_some_and(|q| q.mounted)
+    }
+
+    /// `[qc] schedule`, `None` when the daemon does not run QC by itself (or the text is
+    /// one `validate` refuses).
+    pub fn qc_schedule(&self) -> Option<super::QcSchedule> {
+        let q = self.qc.as_ref().filter(|q| q.mounted)?;
+        super::QcSchedule::parse(q.schedule.as_deref()?).ok()
+    }
+
     /// The archive retention, `None` for "keep forever".
     pub fn archive_retention(&self) -> Option<Duration> {
         match self.state.archive_retention_days {
@@ -184,6 +196,19 @@ impl Settings {
                 self.qc_history_path().display()
             ),
         };
+        if let Some(q) = &self.qc {
+            let _ = writeln!(
+                s,
+                "  qc run by    {}",
+                match (q.mounted, self.qc_schedule()) {
+                    (false, _) =>
+                        "a technician (`lumiq qc FOLDER`; the source is not mounted)".to_string(),
+                    (true, None) =>
+                        "`lumiq acquire --qc` or the LIMS (mounted source, no schedule)".to_string(),
+                    (true, Some(sch)) => format!("the daemon, {sch} (mounted source)"),
+                }
+            );
+        }
         let _ = writeln!(
             s,
             "  detector     {}{}",

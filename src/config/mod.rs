@@ -35,6 +35,7 @@
 //! - `convert.rs`: undoing the `config` crate's silent conversions and rewording its errors;
 //! - `error.rs`: [`ConfigError`] and [`Problem`];
 //! - `validate.rs`: [`Settings::validate`], the checks that need the machine;
+//! - `schedule.rs`: [`QcSchedule`], `[qc] schedule`'s forms and when it is next due;
 //! - `derive.rs`: the runtime values derived from the settings (paths, durations, topics,
 //!   broker and outbox configuration, the printed forms);
 //! - `cli.rs`: `lumiq config check|print`.
@@ -43,12 +44,14 @@ mod convert;
 mod derive;
 mod error;
 mod load;
+mod schedule;
 mod schema;
 mod validate;
 
 pub mod cli;
 
 pub use error::{ConfigError, Problem};
+pub use schedule::QcSchedule;
 pub use schema::{
     AcquisitionSettings, BrokerSettings, CalibrationSettings, CameraKind, CameraSettings,
     ChannelSettings, ControllerKind, ControllerSettings, InstrumentSettings, LogFormat,

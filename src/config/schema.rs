@@ -138,6 +138,16 @@ pub struct QcSettings {
     /// A QC is current for this many hours; records made later are flagged `qc_stale`.
     #[serde(default = "default_qc_valid_hours")]
     pub valid_hours: f64,
+    /// The source stays in the box at `source_centre_cm` (a fixture on the stage's edge or
+    /// a dedicated shelf), so the daemon can image it by itself: `lumiq acquire --qc`, the
+    /// LIMS's `{"acquire": true, "qc": true}` and `schedule`. Without it a technician places
+    /// the source, acquires and runs `lumiq qc FOLDER`.
+    #[serde(default)]
+    pub mounted: bool,
+    /// When the daemon runs the QC by itself: `"07:30"` (daily, local time) or
+    /// `"every N s|m|h"`. Needs `mounted = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 fn default_source_rel_uncertainty() -> f64 {
@@ -224,6 +234,14 @@ pub struct CameraSettings {
     /// Simulated camera: seed of its scene.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Simulated camera: its response relative to its calibration (0.97 gives 3 % fewer
+    /// counts for the same light: optics, filters, sensor ageing), for trying the QC.
+    #[serde(default = "default_sim_response")]
+    pub sim_response: f64,
+}
+
+fn default_sim_response() -> f64 {
+    1.0
 }
 
 /// Which imager controller.
@@ -454,6 +472,7 @@ impl Default for CameraSettings {
             serial: None,
             cooling_setpoint_c: default_cooling_setpoint_c(),
             seed: default_seed(),
+            sim_response: default_sim_response(),
         }
     }
 }

@@ -251,6 +251,31 @@ impl Settings {
                     "leave it out: source_kind sets it (tritium: 12.32 years)",
                 );
             }
+            if let Some(text) = &q.schedule {
+                match super::schedule::QcSchedule::parse(text) {
+                    Err(e) => c.push(
+                        "qc.schedule",
+                        Some(format!("{text:?}")),
+                        e,
+                        "e.g. schedule = \"07:30\" (daily, local time) or \"every 12 h\"",
+                    ),
+                    Ok(_) if !q.mounted => c.push(
+                        "qc.schedule",
+                        Some(format!("{text:?}")),
+                        "the daemon can only image a source that stays in the box",
+                        "set qc.mounted = true if the source is fixed in the field of view, or remove schedule and run `lumiq qc FOLDER` after placing it",
+                    ),
+                    Ok(_) => {}
+                }
+            }
+        }
+        if !(self.camera.sim_response.is_finite() && self.camera.sim_response > 0.0) {
+            c.push(
+                "camera.sim_response",
+                Some(self.camera.sim_response.to_string()),
+                "must be a positive number",
+                "1 is the simulated camera as calibrated; 0.97 gives 3 % fewer counts",
+            );
         }
 
         // [state]

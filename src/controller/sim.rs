@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serialport::{SerialPort, TTYPort};
 
+use crate::simulate::acquisition::LightDisc;
+
 use super::protocol::{
     DeviceError, Event, Kind, LineDecoder, LineError, Message, Request, Response, Shelf, FILTERS,
     MAX_SEQ,
@@ -38,6 +40,8 @@ pub struct BoxState {
     /// The evenly lit flat-field panel lies on the stage, filling the field of view (a
     /// technician places it for `lumiq calibrate --guided`).
     pub flat_panel: bool,
+    /// A reference light source lies on the empty stage (the daily QC), hiding the scene.
+    pub reference_source: Option<LightDisc>,
 }
 
 impl BoxState {
@@ -66,6 +70,7 @@ impl Default for BoxState {
             stage_temp_c: 21.0,
             start_presses: 0,
             flat_panel: false,
+            reference_source: None,
         }
     }
 }
@@ -108,6 +113,10 @@ impl SimBox {
     /// A person lays the flat-field panel on the stage (or takes it away).
     pub fn set_flat_panel(&self, placed: bool) {
         self.with(|s| s.flat_panel = placed)
+    }
+    /// The reference light source is on the stage, alone (or taken away: `None`).
+    pub fn set_reference_source(&self, source: Option<LightDisc>) {
+        self.with(|s| s.reference_source = source)
     }
 }
 

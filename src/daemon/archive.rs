@@ -16,13 +16,17 @@
 //!   byte as committed (staged, committed, then finished like an acquisition).
 //! - `.series/<sequence_id>.json` — a kinetic series taken whose sequence record is not yet
 //!   committed ([`SeriesRef`]): removed once it is.
+//! - `<YYYY-MM-DD>/<id>/` with `.qc-acquisition` — a QC acquisition: the reference source's
+//!   raw frames and `qc.json`, the result appended to the QC history (nothing goes to the
+//!   outbox; it is marked delivered once the result is in the history).
 //!
 //! Recovery at start ([`Archive::recover`]): a staging folder with a readable `record.json`
 //! and every output (`.outputs-complete`) is committed (commits are idempotent by id) and
 //! finished; one with the raw acquisition but not all outputs is processed again (its id,
 //! hence its record's id, is kept), and so is one the disk fails to read; anything else
 //! (a crash while the raw frames were written) is removed. A staged `sequence.json` is
-//! committed and finished like a processed acquisition. So a crash at any moment leaves
+//! committed and finished like a processed acquisition. A staged QC acquisition whose
+//! frames are whole is measured again, or finished with the result already in the history. So a crash at any moment leaves
 //! no half-written acquisition folder and loses no acquisition that reached the disk.
 //!
 //! Does not own: the acquisition folder's format ([`crate::formats::acquisition_folder`]) or
@@ -77,6 +81,9 @@ pub enum Leftover {
     },
     /// Raw acquisition only: process it again.
     Raw { staging: PathBuf, id: String },
+    /// A QC acquisition (the reference source's image, [`acquisition_folder::QC_MARK`]):
+    /// measure it again unless its result is already in the QC history, then finish.
+    Qc { staging: PathBuf, id: String },
     /// A sequence record (`json`, as it is to be committed): commit it, then finish.
     Sequence {
         staging: PathBuf,
@@ -123,18 +130,24 @@ impl Archive {
     }
 
     /// Write a capture's raw acquisition folder into `.staging/<id>` (frames first,
-    /// `acquisition.json` last).
+    /// `acquisition.json` last). A QC acquisition (`qc`) is marked before anything else
+    /// ([`acquisition_folder::QC_MARK`]), so a crash never leaves it to be taken for a
+    /// measurement.
     pub fn stage_capture(
         &self,
         id: &str,
         c: &Capture,
         truth: Option<&Truth>,
+        qc: bool,
     ) -> Result<PathBuf, ArchiveError> {
         let dir = self.staging_path(id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(|e| err(&dir, format!("cannot clear: {e}")))?;
         }
         std::fs::create_dir_all(&dir).map_err(|e| err(&dir, format!("cannot create: {e}")))?;
+        if qc {
+            write_synced(&dir.join(acquisition_folder::QC_MARK), b"")?;
+        }
         let write_json = |name: &str, v: &dyn erased::Json| -> Result<(), ArchiveError> {
             let p = dir.join(name);
             std::fs::write(&p, v.json()).map_err(|e| err(&p, format!("cannot write: {e}")))
@@ -148,15 +161,20 @@ impl Archive {
         Ok(dir)
     }
 
+    /// Where [`Archive::finish`] at `now` puts the folder `id`.
+    pub fn finished_path(&self, id: &str, now: DateTime<Utc>) -> PathBuf {
+        self.root.join(now.format("%Y-%m-%d").to_string()).join(id)
+    }
+
     /// Move a processed and committed staging folder into `<date>/<id>`: fsync every file,
     /// rename, fsync the folders that changed.
     pub fn finish(&self, staging: &Path, now: DateTime<Utc>) -> Result<PathBuf, ArchiveError> {
         let id = staging
             .file_name()
             .ok_or_else(|| err(staging, "not a folder name"))?;
-        let day = self.root.join(now.format("%Y-%m-%d").to_string());
+        let dest = self.finished_path(&id.to_string_lossy(), now);
+        let day = dest.parent().expect("a day folder").to_path_buf();
         std::fs::create_dir_all(&day).map_err(|e| err(&day, format!("cannot create: {e}")))?;
-        let dest = day.join(id);
         sync_tree(staging)?;
         if dest.exists() {
             // Already finished by a previous run (which died before clearing staging): keep it.
@@ -218,6 +236,12 @@ impl Archive {
                     record: Box::new(record),
                     json,
                 });
+                continue;
+            }
+            if acquisition_folder::is_qc_acquisition(&dir)
+                && acquisition_folder::is_acquisition_folder(&dir)
+            {
+                out.push(Leftover::Qc { staging: dir, id });
                 continue;
             }
             let record = std::fs::read_to_string(dir.join(RECORD_FILE))

@@ -45,6 +45,10 @@ pub struct AcquireArgs {
     /// Kinetic series: seconds from the start of one frame to the next.
     #[arg(long, value_name = "S", requires = "kinetic")]
     pub interval: Option<f64>,
+    /// Image the mounted reference source and run the daily QC (`[qc] mounted = true`);
+    /// prints the acquisition id, which becomes the QC's id in the history.
+    #[arg(long, conflicts_with_all = ["study", "subjects", "injection_time", "kinetic"])]
+    pub qc: bool,
     #[command(flatten)]
     pub socket: SocketArgs,
 }
@@ -103,6 +107,7 @@ pub fn acquire(a: AcquireArgs) -> anyhow::Result<i32> {
         injection_time: a.injection_time,
         kinetic: a.kinetic,
         interval_s: a.interval,
+        qc: a.qc,
     };
     if let Err(e) = req.validate() {
         anyhow::bail!("{e}");

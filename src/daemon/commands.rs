@@ -5,7 +5,8 @@
 //! Payload, one JSON object:
 //! `{"study_id":"S-12","subject_ids":["M1","M2"],"injection_time":"2026-11-27T09:50:00Z","acquire":false}`.
 //! Without `acquire` (or `false`) the ids wait for the next acquisition, whatever triggers
-//! it (the start button, typically); with `"acquire": true` an acquisition is triggered now.
+//! it (the start button, typically); with `"acquire": true` an acquisition is triggered now,
+//! and with `"acquire": true, "qc": true` the daily QC on the mounted reference source.
 //! A command that cannot be used — not JSON, unknown fields, bad values, or a refused
 //! trigger — is published as a `command_rejected` event with the reason; it never stops the
 //! daemon.
@@ -34,6 +35,9 @@ pub struct LimsCommand {
     /// Trigger an acquisition now (else the ids wait for the next one).
     #[serde(default)]
     pub acquire: bool,
+    /// With `acquire`: image the mounted reference source (the daily QC) instead.
+    #[serde(default)]
+    pub qc: bool,
 }
 
 /// Why a command cannot be used: the reason published in the `command_rejected` event.
@@ -43,6 +47,8 @@ pub enum CommandError {
     NotACommand(serde_json::Error),
     #[error("the command names no study, no subjects and does not ask to acquire")]
     Empty,
+    #[error("\"qc\": true needs \"acquire\": true (a QC is run now, never queued)")]
+    QcWithoutAcquire,
     #[error(transparent)]
     Request(#[from] RequestError),
 }
@@ -52,6 +58,9 @@ pub fn parse(payload: &[u8]) -> Result<LimsCommand, CommandError> {
     let c: LimsCommand = serde_json::from_slice(payload).map_err(CommandError::NotACommand)?;
     if c.study_id.is_none() && c.subject_ids.is_empty() && !c.acquire {
         return Err(CommandError::Empty);
+    }
+    if c.qc && !c.acquire {
+        return Err(CommandError::QcWithoutAcquire);
     }
     c.as_request().validate()?;
     Ok(c)
@@ -65,6 +74,7 @@ impl LimsCommand {
             injection_time: self.injection_time,
             kinetic: None,
             interval_s: None,
+            qc: self.qc,
         }
     }
 }
@@ -127,6 +137,12 @@ mod tests {
     fn commands_are_checked() {
         check(r#"{"study_id":"S1","subject_ids":["M1","M2"]}"#, Ok(()));
         check(r#"{"acquire":true}"#, Ok(()));
+        check(r#"{"acquire":true,"qc":true}"#, Ok(()));
+        check(r#"{"qc":true}"#, Err("needs \"acquire\": true"));
+        check(
+            r#"{"acquire":true,"qc":true,"study_id":"S1"}"#,
+            Err("reference source alone"),
+        );
         check(
             r#"{"study_id":"S1","injection_time":"2026-11-27T09:50:00Z","acquire":true}"#,
             Ok(()),

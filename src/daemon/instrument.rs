@@ -28,7 +28,14 @@ pub(crate) struct Instrument {
     pub(crate) truth: TruthFn,
     /// The simulated instrument's box (door, LED, flat-field panel); `None` for hardware.
     pub(crate) sim_box: Option<crate::controller::SimBox>,
+    /// Brings the mounted reference source into view for a QC acquisition (`true`) and
+    /// takes it away after (`false`). On the real instrument the source stays mounted, so
+    /// this does nothing; the simulated box lays the source on an empty stage.
+    pub(crate) qc_source: QcSourceFn,
 }
+
+/// See [`Instrument::qc_source`].
+pub(crate) type QcSourceFn = Box<dyn Fn(bool) + Send>;
 
 /// Open the instrument `[camera]` and `[controller]` name, with the sequence settings of
 /// `[acquisition]` and the calibration set at `calibration_dir` (also `lumiq calibrate
@@ -42,12 +49,14 @@ pub(crate) fn open_instrument(
         ..CameraConfig::default()
     };
     let mut sim_box_out = None;
+    let mut qc_source: QcSourceFn = Box::new(|_| {});
     let (imager, mut sequence, keep, truth): (Imager, SequenceConfig, Box<dyn std::any::Any + Send>, TruthFn) =
         match (settings.camera.kind, settings.controller.kind) {
             (CameraKind::Simulated, ControllerKind::Simulated) => {
                 let opts = SimulatedOptions {
                     seed: settings.camera.seed,
                     camera: camera_cfg,
+                    response: settings.camera.sim_response,
                     ..SimulatedOptions::default()
                 };
                 let epoch = opts.epoch;
@@ -61,6 +70,18 @@ pub(crate) fn open_instrument(
                     controller,
                 } = sim;
                 sim_box_out = Some(sim_box.clone());
+                if let Some(procedure) = settings.qc_procedure().ok().flatten().filter(|_| settings.qc_mounted()) {
+                    let (bx, clk) = (sim_box.clone(), clock.clone());
+                    qc_source = Box::new(move |present| {
+                        use crate::camera::Clock as _;
+                        let disc = present.then(|| crate::simulate::acquisition::LightDisc {
+                            centre_cm: procedure.placement.centre_cm,
+                            radius_cm: procedure.placement.radius_cm,
+                            radiance: procedure.source.expected_radiance(clk.utc_now()),
+                        });
+                        bx.set_reference_source(disc);
+                    });
+                }
                 let cam = camera.clone();
                 let truth: TruthFn = Box::new(move |c: &crate::acquire::Capture| {
                     cam.truth(c.meta.binning, c.meta.fov_cm)
@@ -111,6 +132,7 @@ pub(crate) fn open_instrument(
         keep,
         truth,
         sim_box: sim_box_out,
+        qc_source,
     })
 }
 

@@ -16,10 +16,13 @@
 //!   report, the socket's requests.
 //! - `instrument`: opening the camera and controller (real or simulated) from the settings.
 //! - `series`: a kinetic series' sequence record, made once every frame is settled.
+//! - `qc`: the QC in records, status and events; `qc_acquire`: the daemon's own QC
+//!   acquisitions of the mounted reference source; `qc_schedule`: `[qc] schedule`.
 //!
 //! Triggers (all through [`Shared::trigger`], which refuses with a reason and counts it, and
 //! never drops one silently): `lumiq acquire` over the socket, the controller's start button,
-//! the LIMS command topic, and `acquisition.auto_interval_s`.
+//! the LIMS command topic, `acquisition.auto_interval_s`, and `[qc] schedule` (a QC
+//! acquisition, which waits its turn behind the acquisition in progress).
 //!
 //! Start: settings checked, outbox opened (SQLite recovers its WAL), leftovers of a previous
 //! run recovered from the archive's staging area, publisher started, devices opened, socket
@@ -41,6 +44,8 @@ pub mod status;
 
 pub(crate) mod instrument;
 mod qc;
+mod qc_acquire;
+mod qc_schedule;
 mod series;
 mod shared;
 
@@ -238,6 +243,7 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
         publisher: Mutex::new(Some(publisher)),
         triggers: Mutex::new(None),
         clock: Mutex::new(None),
+        qc_watch: Mutex::new(qc::QcWatch::new(&settings)),
         settings,
     });
 
@@ -256,6 +262,7 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
             Ok(inst) => {
                 let _ = opened_tx.send(Ok((inst.imager.cancel.clone(), inst.imager.clock())));
                 let truth = inst.truth;
+                let qc_source = inst.qc_source;
                 stages::acquire_loop(
                     sh,
                     inst.imager,
@@ -263,6 +270,7 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
                     triggers_rx,
                     captures_tx,
                     move |c| truth(c),
+                    &*qc_source,
                     inst.keep,
                 );
             }
@@ -342,8 +350,9 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
     let mut retention_tick = tokio::time::interval(Duration::from_secs(600));
     let mut stop_rx = hooks.stop.take();
     let mut lims = lims_commands;
-    let mut qc_watch = qc::QcWatch::new(&shared.settings);
+    let mut qc_schedule = qc_schedule::QcScheduler::new(&shared);
     loop {
+        let qc_due = qc_schedule.as_ref().map(|s| s.next_at());
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
@@ -377,9 +386,15 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
             }
             _ = status_tick.tick() => {
                 notifier.status(&shared.status_line());
-                for r in qc_watch.new_results(&shared.settings) {
+                let news = shared.qc_watch().new_results(&shared.settings);
+                for r in news {
                     tracing::info!("{}", crate::qc::summary_line(&r));
                     shared.publish_event(qc::qc_event(&r));
+                }
+            }
+            _ = async { match qc_due { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                if let Some(s) = qc_schedule.as_mut() {
+                    s.fire(&shared);
                 }
             }
             _ = retention_tick.tick() => retention(&shared),

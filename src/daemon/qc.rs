@@ -1,5 +1,6 @@
 //! The daemon's side of the daily QC (docs/qc.md): what `lumiq status` says of it and
-//! when it asks for a person, and correcting each record by the QC of its time.
+//! when it asks for a person, correcting each record by the QC of its time, and announcing
+//! each new QC once. The daemon's own QC acquisitions are `qc_acquire`.
 //!
 //! Owns: reading the QC history for the daemon and applying it; the arithmetic is
 //! `crate::process::qc`, the history file `crate::qc::history`.
@@ -73,6 +74,12 @@ impl QcWatch {
             None => HashSet::new(),
         };
         QcWatch { seen }
+    }
+
+    /// The daemon's own QC acquisition `qc_id` announces itself (with its acquisition's
+    /// details): the watch leaves it out.
+    pub(super) fn announced(&mut self, qc_id: &str) {
+        self.seen.insert(qc_id.to_string());
     }
 
     /// The results of this instrument not announced yet, oldest first.
@@ -286,6 +293,12 @@ mod tests {
         let news = watch.new_results(&settings);
         assert_eq!(news.len(), 2);
         assert!(watch.new_results(&settings).is_empty(), "announced once");
+        watch.announced("qc-4");
+        crate::qc::history::append(&path, &qc(4, QcVerdict::Pass)).unwrap();
+        assert!(
+            watch.new_results(&settings).is_empty(),
+            "the daemon's own QC is announced by its acquisition, not again by the watch"
+        );
         let ev = qc_event(&news[0]);
         assert_eq!(
             (ev.code.as_str(), ev.severity),

@@ -54,6 +54,8 @@ pub enum Refusal {
     CameraUnavailable(String),
     #[error("an acquisition is already waiting to start; try again when it has begun")]
     Busy,
+    #[error("no mounted reference source: a QC acquisition needs [qc] with mounted = true; otherwise place the source, acquire, and run `lumiq qc FOLDER`")]
+    QcNotMounted,
 }
 
 impl Refusal {
@@ -67,6 +69,7 @@ impl Refusal {
             Refusal::ProcessingBehind { .. } => |r| &mut r.processing_queue_full,
             Refusal::CameraUnavailable(_) => |r| &mut r.camera_unavailable,
             Refusal::Busy => |r| &mut r.busy,
+            Refusal::QcNotMounted => |r| &mut r.invalid_request,
         }
     }
 }
@@ -119,11 +122,17 @@ pub struct Shared {
     pub(super) triggers: Mutex<Option<mpsc::Sender<AcceptedTrigger>>>,
     /// The instrument's clock (simulated for the simulated instrument): calibration age.
     pub(super) clock: Mutex<Option<Arc<dyn Clock>>>,
+    /// Which QC results have been announced as `qc` events.
+    pub(super) qc_watch: Mutex<super::qc::QcWatch>,
 }
 
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn qc_watch(&self) -> MutexGuard<'_, super::qc::QcWatch> {
+        self.qc_watch.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Count a refusal in the status and hand it back.
@@ -142,6 +151,9 @@ impl Shared {
         }
         if let Err(e) = req.validate() {
             return Err(self.refuse(Refusal::InvalidRequest(e)));
+        }
+        if req.qc && !self.settings.qc_mounted() {
+            return Err(self.refuse(Refusal::QcNotMounted));
         }
         let min = self.settings.state.min_free_disk_mb;
         if let Ok(free) = archive::free_mb(&self.settings.state.dir) {
@@ -217,6 +229,7 @@ impl Shared {
             let mut s = self.lock();
             match last.outcome.as_str() {
                 "committed" => s.counters.committed += 1,
+                "qc" => s.counters.qc += 1,
                 "abandoned" => s.counters.abandoned += 1,
                 _ => s.counters.failed += 1,
             }

@@ -49,6 +49,10 @@ pub struct AcquireRequest {
     /// Kinetic series: seconds from the start of one frame to the next.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_s: Option<f64>,
+    /// Image the mounted reference source and run the daily QC on it (`[qc] mounted`):
+    /// no record, a QC result in the history and a `qc` event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub qc: bool,
 }
 
 /// What is wrong with an [`AcquireRequest`]: the field and the fix.
@@ -66,6 +70,8 @@ pub enum RequestError {
     Interval(f64),
     #[error("interval_s is only meaningful with kinetic = N")]
     IntervalWithoutKinetic,
+    #[error("a QC acquisition images the reference source alone: leave out study_id, subject_ids, injection_time and kinetic")]
+    QcWithSubjects,
 }
 
 /// The most animals the imager holds.
@@ -92,6 +98,14 @@ impl AcquireRequest {
             }
             (None, Some(_)) => return Err(RequestError::IntervalWithoutKinetic),
             _ => {}
+        }
+        if self.qc
+            && (self.study_id.is_some()
+                || !self.subject_ids.is_empty()
+                || self.injection_time.is_some()
+                || self.kinetic.is_some())
+        {
+            return Err(RequestError::QcWithSubjects);
         }
         Ok(())
     }

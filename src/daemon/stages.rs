@@ -62,6 +62,8 @@ pub struct CaptureItem {
     pub trigger: String,
     pub capture: Capture,
     pub truth: Option<Truth>,
+    /// An image of the mounted reference source for the QC (`super::qc_acquire`).
+    pub qc: bool,
 }
 
 /// Work for the process stage.
@@ -133,7 +135,9 @@ fn keep_unprocessed(archive: &Archive, staging: &Path, e: &ProcessingError, msg:
 const EVENT_POLL: Duration = Duration::from_millis(200);
 const DEVICE_POLL: Duration = Duration::from_secs(5);
 
-/// The acquire stage (its own thread). `extra` keeps the simulated devices alive.
+/// The acquire stage (its own thread). `_keep` keeps the simulated devices alive;
+/// `qc_source` brings the mounted reference source into view for a QC acquisition.
+#[allow(clippy::too_many_arguments)]
 pub fn acquire_loop<K>(
     shared: Arc<Shared>,
     mut imager: Imager,
@@ -141,6 +145,7 @@ pub fn acquire_loop<K>(
     mut triggers: mpsc::Receiver<AcceptedTrigger>,
     captures: mpsc::Sender<Work>,
     truth_of: impl Fn(&Capture) -> Option<Truth>,
+    qc_source: &dyn Fn(bool),
     _keep: K,
 ) {
     let hb = &shared.heartbeats.acquire;
@@ -156,7 +161,15 @@ pub fn acquire_loop<K>(
         match triggers.try_recv() {
             Ok(accepted) => {
                 hb.busy();
-                run_accepted(&shared, &mut imager, &base, accepted, &captures, &truth_of);
+                run_accepted(
+                    &shared,
+                    &mut imager,
+                    &base,
+                    accepted,
+                    &captures,
+                    &truth_of,
+                    qc_source,
+                );
                 next_device_poll = Instant::now();
                 continue;
             }
@@ -225,10 +238,14 @@ fn run_accepted(
     accepted: AcceptedTrigger,
     captures: &mpsc::Sender<Work>,
     truth_of: &dyn Fn(&Capture) -> Option<Truth>,
+    qc_source: &dyn Fn(bool),
 ) {
     let mut cfg = base.clone();
     let mut req = accepted.request.clone();
-    if req.study_id.is_none() && req.subject_ids.is_empty() {
+    if req.qc {
+        // The reference source alone: no study, no subjects, no injection.
+        cfg.subjects = Default::default();
+    } else if req.study_id.is_none() && req.subject_ids.is_empty() {
         if let Some(next) = shared.lock().next_subjects.take() {
             req.study_id = next.study_id;
             req.subject_ids = next.subject_ids;
@@ -243,14 +260,29 @@ fn run_accepted(
         cfg.subjects.injection_time = req.injection_time;
     }
     shared.lock().acquiring = Some(accepted.id.to_string());
-    tracing::info!("acquisition {} started ({})", accepted.id, accepted.trigger);
-    let result = match req.kinetic {
-        Some(n) => imager.kinetic(
+    tracing::info!(
+        "{} {} started ({})",
+        if req.qc {
+            "QC acquisition"
+        } else {
+            "acquisition"
+        },
+        accepted.id,
+        accepted.trigger
+    );
+    let result = match (req.kinetic, req.qc) {
+        (Some(n), _) => imager.kinetic(
             &cfg,
             n,
             Duration::from_secs_f64(req.interval_s.unwrap_or(300.0)),
         ),
-        None => imager.standard(&cfg).map(|c| vec![c]),
+        (None, true) => {
+            qc_source(true);
+            let c = imager.standard(&cfg).map(|c| vec![c]);
+            qc_source(false);
+            c
+        }
+        (None, false) => imager.standard(&cfg).map(|c| vec![c]),
     };
     shared.lock().acquiring = None;
     let captured_at = Utc::now();
@@ -270,6 +302,7 @@ fn run_accepted(
                     trigger: accepted.trigger.clone(),
                     capture: c,
                     truth,
+                    qc: req.qc,
                 };
                 shared.captures_waiting.fetch_add(1, Ordering::SeqCst);
                 // Full: this stage waits (the trigger check keeps that rare).
@@ -354,6 +387,10 @@ pub fn process_loop(
                 tracing::info!("processing acquisition {id}, left unprocessed by the last run");
                 process_one(&shared, Work::Folder { id, staging }, &records);
             }
+            Leftover::Qc { staging, id } => {
+                tracing::info!("QC acquisition {id}, left unfinished by the last run");
+                super::qc_acquire::process_staged(&shared, &id, &staging, "recovered", None);
+            }
             Leftover::Processed { staging, record } => {
                 let _ = records.blocking_send(Processed {
                     staging,
@@ -407,11 +444,22 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
         Work::Folder { .. } => None,
     };
     let (id, trigger, staging, acquired_at) = match &w {
+        Work::Capture(item) if item.qc => {
+            super::qc_acquire::process_capture(
+                shared,
+                &item.id.to_string(),
+                &item.capture,
+                item.truth.as_ref(),
+                &item.trigger,
+                item.captured_at,
+            );
+            return;
+        }
         Work::Capture(item) => {
             let id = item.id.to_string();
             match shared
                 .archive
-                .stage_capture(&id, &item.capture, item.truth.as_ref())
+                .stage_capture(&id, &item.capture, item.truth.as_ref(), false)
             {
                 Ok(p) => (
                     id,

@@ -89,7 +89,8 @@ pub struct FluxValue {
 pub struct LastAcquisition {
     /// The acquisition id (equal to the record's `measurement_id`).
     pub id: String,
-    /// `committed` (in the outbox), `failed` (see `error`) or `abandoned` (stopped).
+    /// `committed` (in the outbox), `failed` (see `error`), `abandoned` (stopped) or `qc`
+    /// (the reference source measured: its QC id is `id`, `error` says why it did not pass).
     pub outcome: String,
     /// The exposure's start on the instrument's clock, when known.
     pub acquired_at: Option<String>,
@@ -112,6 +113,8 @@ pub struct AcquisitionCounters {
     pub committed: u64,
     pub failed: u64,
     pub abandoned: u64,
+    /// QC acquisitions of the mounted reference source (whatever their verdict).
+    pub qc: u64,
 }
 
 /// One bounded queue between stages.
@@ -195,7 +198,7 @@ pub struct StatusReport {
 }
 
 pub const SCHEMA: &str = "lumiq.daemon_status";
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 fn age_s(since: &str, now: DateTime<Utc>) -> Option<f64> {
     let t = DateTime::parse_from_rfc3339(since).ok()?;
@@ -416,8 +419,8 @@ pub fn render_table(r: &StatusReport) -> String {
     rows.push((
         "acquisitions",
         format!(
-            "{} triggered, {} committed, {} failed, {} abandoned",
-            n.triggered, n.committed, n.failed, n.abandoned
+            "{} triggered, {} committed, {} failed, {} abandoned, {} QC",
+            n.triggered, n.committed, n.failed, n.abandoned, n.qc
         ),
     ));
     let q = &r.queues;

@@ -225,6 +225,16 @@ pub struct AcquisitionFolder {
     pub acquisition: RawAcquisition,
 }
 
+/// Marks an acquisition folder as an image of the reference light source taken for the
+/// daily QC (the daemon's `lumiq acquire --qc`): its result is in the QC history, and it is
+/// not a measurement of animals, so `lumiq trend` and `lumiq batch` leave it out.
+pub const QC_MARK: &str = ".qc-acquisition";
+
+/// Whether `dir` is an image of the reference source taken for the QC ([`QC_MARK`]).
+pub fn is_qc_acquisition(dir: &Path) -> bool {
+    dir.join(QC_MARK).is_file()
+}
+
 /// Whether `dir` looks like a lumiq acquisition folder.
 pub fn is_acquisition_folder(dir: &Path) -> bool {
     dir.join(METADATA_FILE).is_file()

@@ -285,7 +285,7 @@ pub fn render(
 }
 
 /// Add a uniform disc's mean-pixel radiance to `out` (edge pixels supersampled 4×4).
-fn render_disc(d: &LightDisc, pixel_cm: f64, out: &mut Array2<f32>) {
+pub fn render_disc(d: &LightDisc, pixel_cm: f64, out: &mut Array2<f32>) {
     let sub = 4;
     for ((r, c), v) in out.indexed_iter_mut() {
         let mut inside = 0;

@@ -165,6 +165,7 @@ impl Device {
             light.door_open = s.door_open;
             light.filter_transmission = s.filter_transmission();
             light.flat_panel = s.flat_panel;
+            light.reference_source = s.reference_source;
             fov = s.fov_cm();
         }
         (light, fov)

@@ -139,6 +139,8 @@ pub struct SimCameraConfig {
     pub faults: Vec<FaultPlan>,
     /// Seed of the frames' noise.
     pub noise_seed: u64,
+    /// The response relative to the calibration ([`scene::SimScene::response`]).
+    pub response: f64,
 }
 
 impl Default for SimCameraConfig {
@@ -156,6 +158,7 @@ impl Default for SimCameraConfig {
             replug_after: Duration::from_secs(3),
             faults: Vec::new(),
             noise_seed: 7,
+            response: 1.0,
         }
     }
 }
@@ -175,7 +178,8 @@ impl std::fmt::Debug for SimCamera {
 impl SimCamera {
     /// A camera on `clock`, in `sim_box` (or in the dark when `None`), powered and on the bus.
     pub fn new(cfg: SimCameraConfig, clock: Arc<dyn Clock>, sim_box: Option<SimBox>) -> Self {
-        let scene = SimScene::new(cfg.instrument.clone(), cfg.physics.clone());
+        let mut scene = SimScene::new(cfg.instrument.clone(), cfg.physics.clone());
+        scene.response = cfg.response;
         let ambient = cfg.ambient_c;
         let mut dev = Device {
             cfg,

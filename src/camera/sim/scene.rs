@@ -1,6 +1,6 @@
 //! What the simulated camera sees: the scene of `lumiq simulate` (mice, tumours,
 //! autoluminescence, a light leak) rendered for whatever exposure, binning, shutter,
-//! photograph LED, filter, door and flat-field panel a frame is taken with, and read out by the
+//! photograph LED, filter, door, flat-field panel and reference light source a frame is taken with, and read out by the
 //! simulated instrument's sensor (bias, read noise, temperature-dependent dark current and
 //! hot pixels, PRNU, vignetting, Poisson noise, cosmic rays).
 //!
@@ -16,6 +16,7 @@ use ndarray::Array2;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::simulate::acquisition::{render_disc, LightDisc};
 use crate::simulate::instrument::ReadoutSpec;
 use crate::simulate::photo::{body_radius, neck_pinch};
 use crate::simulate::scene::TrueMouse;
@@ -33,6 +34,8 @@ pub struct Light {
     pub filter_transmission: f64,
     /// The evenly lit flat-field panel covers the stage (and hides the scene).
     pub flat_panel: bool,
+    /// A reference light source alone on the stage (the scene's mice are out of the box).
+    pub reference_source: Option<LightDisc>,
 }
 
 impl Light {
@@ -43,6 +46,7 @@ impl Light {
             door_open: false,
             filter_transmission: 1.0,
             flat_panel: false,
+            reference_source: None,
         }
     }
 }
@@ -78,6 +82,9 @@ struct Rendered {
 pub struct SimScene {
     pub instrument: Instrument,
     pub physics: FramePhysics,
+    /// The instrument's response relative to its calibration: light from the stage gives
+    /// this times the counts the calibration expects (1 as calibrated).
+    pub response: f64,
     cache: HashMap<(u32, i64), Arc<Rendered>>,
 }
 
@@ -94,6 +101,7 @@ impl SimScene {
         SimScene {
             instrument,
             physics,
+            response: 1.0,
             cache: HashMap::new(),
         }
     }
@@ -163,6 +171,13 @@ impl SimScene {
         let coefficient = inst.coefficient(fov_cm, 1.0);
         let gain = self.instrument.sensor.gain_e_per_adu;
         let pixel_cm = fov_cm / n as f64;
+        let source = light.reference_source.map(|d| {
+            let mut out = Array2::<f32>::zeros((n, n));
+            render_disc(&d, pixel_cm, &mut out);
+            out
+        });
+        let stage = source.as_ref().unwrap_or(&r.radiance);
+        let response = self.response;
         let signal = if light.shutter_open {
             let photo = PHOTO_E_AT_FULL_LED * light.led_percent as f64 / 100.0
                 * (exposure_s / 0.2)
@@ -173,7 +188,8 @@ impl SimScene {
                 0.0
             };
             Array2::from_shape_fn((n, n), |(row, col)| {
-                let lum = r.radiance[[row, col]] as f64
+                let lum = stage[[row, col]] as f64
+                    * response
                     * exposure_s
                     * b
                     * b
