@@ -56,11 +56,11 @@ pub enum CommandError {
 /// Parse and check a payload; the error is the reason published in the event.
 pub fn parse(payload: &[u8]) -> Result<LimsCommand, CommandError> {
     let c: LimsCommand = serde_json::from_slice(payload).map_err(CommandError::NotACommand)?;
-    if c.study_id.is_none() && c.subject_ids.is_empty() && !c.acquire {
-        return Err(CommandError::Empty);
-    }
     if c.qc && !c.acquire {
         return Err(CommandError::QcWithoutAcquire);
+    }
+    if c.study_id.is_none() && c.subject_ids.is_empty() && !c.acquire {
+        return Err(CommandError::Empty);
     }
     c.as_request().validate()?;
     Ok(c)
