@@ -4,7 +4,9 @@
 //! Layout:
 //! - `.staging/<id>/` — an acquisition being written: the raw acquisition folder
 //!   (`acquisition.json`, frames, `capture.json`), then the outputs of processing
-//!   (`record.json`, `radiance.tiff`, `background.tiff`, `overlay.png`).
+//!   (`record.json`, `radiance.tiff`, `background.tiff`, `overlay.png`); `record.json` is
+//!   replaced by the outbox's bytes for the id just before the folder is finished
+//!   (`super::committed`).
 //! - `<YYYY-MM-DD>/<id>/` — finished: every file fsync'd, renamed from `.staging` only after
 //!   the record was committed to the outbox, then the parent folders fsync'd. A folder here
 //!   is complete and its record is in the outbox.
@@ -188,6 +190,12 @@ impl Archive {
         sync_dir(&self.root)?;
         sync_dir(&self.root.join(STAGING_DIR))?;
         Ok(dest)
+    }
+
+    /// Replace a staged acquisition's `record.json` by `json`, the record's bytes exactly as
+    /// the outbox holds them (fsync'd).
+    pub fn write_committed_record(&self, staging: &Path, json: &str) -> Result<(), ArchiveError> {
+        write_synced(&staging.join(RECORD_FILE), json.as_bytes())
     }
 
     /// Keep the raw frames of an acquisition whose processing failed in `failed/<id>`.

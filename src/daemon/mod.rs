@@ -15,6 +15,9 @@
 //! - `shared`: [`Shared`], the state every task and thread sees: triggers, the status
 //!   report, the socket's requests.
 //! - `instrument`: opening the camera and controller (real or simulated) from the settings.
+//! - `committed`: `record.json` is the outbox's bytes; a record committed by an earlier run
+//!   stands when its acquisition is processed again.
+//! - `fault`: crash points for the recovery tests (`LUMIQ_FAULT_ABORT_AT`).
 //! - `series`: a kinetic series' sequence record, made once every frame is settled.
 //! - `qc`: the QC in records, status and events; `qc_acquire`: the daemon's own QC
 //!   acquisitions of the mounted reference source; `qc_schedule`: `[qc] schedule`.
@@ -42,6 +45,8 @@ pub mod socket;
 pub mod stages;
 pub mod status;
 
+mod committed;
+pub(crate) mod fault;
 pub(crate) mod instrument;
 mod qc;
 mod qc_acquire;
@@ -89,6 +94,8 @@ pub enum DaemonError {
     Delivery(#[from] crate::delivery::DeliveryError),
     #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
+    #[error(transparent)]
+    Finish(#[from] committed::FinishError),
     #[error(transparent)]
     Socket(#[from] socket::SocketError),
     #[error("cannot open the imager: {0}")]
@@ -157,7 +164,8 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
         match l {
             archive::Leftover::Processed { staging, record } => {
                 let seq = outbox.commit(&record)?;
-                archive.finish(&staging, Utc::now())?;
+                let id = record.measurement_id.to_string();
+                committed::finish_committed(&outbox, &archive, &id, &staging)?;
                 tracing::info!(
                     "recovered acquisition {} from the last run: committed as seq {seq}",
                     record.measurement_id

@@ -462,7 +462,10 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
                 .stage_capture(&id, &item.capture, item.truth.as_ref(), false)
             {
                 Ok(p) => (
-                    id,
+                    {
+                        super::fault::reached("staged");
+                        id
+                    },
                     item.trigger.clone(),
                     p,
                     Some(crate::delivery::wire::rfc3339(
@@ -502,6 +505,18 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
         super::qc::apply_to_record(&shared.settings, &mut out.record);
         Ok(out)
     })();
+    // A record already committed by an earlier run (it stopped before archiving): the
+    // committed record stands, and the maps made now are marked as made again.
+    let regenerated = match (&r, &w) {
+        (Ok(_), Work::Folder { .. }) => super::committed::committed_record(&shared.outbox, &id),
+        _ => None,
+    };
+    let r = r.map(|mut out| {
+        if let Some((_, record)) = &regenerated {
+            out.record = record.clone();
+        }
+        out
+    });
     match r {
         Ok(out) => {
             // Design: the record goes to the commit stage (and on to the LIMS) before the
@@ -532,6 +547,12 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
             }
             let t2 = Instant::now();
             let written = crate::job::write_outputs(&staging, &out).and_then(|()| {
+                if let Some((seq, _)) = &regenerated {
+                    let note = staging.join(super::committed::REGENERATED_NOTE);
+                    std::fs::write(&note, super::committed::regenerated_note(*seq, Utc::now()))
+                        .map_err(FileError::at(&note, "cannot write"))
+                        .map_err(JobError::Write)?;
+                }
                 let mark = staging.join(super::archive::OUTPUTS_MARK);
                 std::fs::write(&mark, b"")
                     .map_err(FileError::at(&mark, "cannot write"))
@@ -544,7 +565,10 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
             let committed = done_rx.recv().unwrap_or(false);
             match (committed, written) {
                 (true, Ok(())) => {
-                    if let Err(e) = shared.archive.finish(&staging, Utc::now()) {
+                    super::fault::reached("outputs_written");
+                    if let Err(e) =
+                        super::committed::finish_committed(&shared.outbox, &shared.archive, &id, &staging)
+                    {
                         tracing::error!("acquisition {id} committed but not archived: {e}");
                     }
                 }
@@ -591,7 +615,10 @@ fn commit_one(shared: &Shared, p: Processed) {
     let seq = loop {
         shared.heartbeats.commit.busy();
         match shared.outbox.commit(&p.record) {
-            Ok(seq) => break seq,
+            Ok(seq) => {
+                super::fault::reached("committed");
+                break seq;
+            }
             Err(e @ OutboxError::Full { .. }) if !shared.stopping.load(Ordering::SeqCst) => {
                 shared.lock().queues.commit_retries += 1;
                 if !warned {
@@ -644,7 +671,9 @@ fn commit_one(shared: &Shared, p: Processed) {
             let _ = tx.send(true);
         }
         None => {
-            if let Err(e) = shared.archive.finish(&p.staging, Utc::now()) {
+            if let Err(e) =
+                super::committed::finish_committed(&shared.outbox, &shared.archive, &id, &p.staging)
+            {
                 tracing::error!("acquisition {id} (seq {seq}) committed but not archived: {e}");
             }
         }
