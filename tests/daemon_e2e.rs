@@ -14,6 +14,9 @@
 //! A kinetic series (`lumiq acquire --kinetic N`) publishes its N measurement records, then
 //! one sequence record on the same topic with the next seq, listing the frames, archived
 //! byte for byte as published.
+//! The LIMS's replay on the command topic (`{"replay_from_seq": N}`): refused past the last
+//! seq, accepted (records re-sent flagged `replay`, a `replay_accepted` event), and
+//! rate-limited, each answered by an event.
 //! Also: `lumiq status` without a daemon exits 2 naming the socket and the fix, and
 //! `lumiq demo --acquisitions 2` prints exactly two valid envelopes and exits 0.
 
@@ -577,4 +580,126 @@ fn demo_stops_after_two_records_printed_as_json_lines() {
     }
     assert_ne!(ids[0], ids[1]);
     assert!(err.contains("last seq 2"), "the final status table: {err}");
+}
+
+#[test]
+fn the_lims_asks_for_a_replay_on_the_command_topic() {
+    let s = setup_with("");
+    let port = s.broker.port.to_string();
+    let schemas = Schemas::load();
+    let sschema = status_schema();
+    let base = format!("lumiq/v1/{SITE}/{INSTRUMENT}");
+    let sub = subscribe_ready(
+        s_(&[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-v",
+            "-q",
+            "1",
+            "-i",
+            "lims-replay",
+            "-t",
+            &format!("{base}/measurement"),
+            "-t",
+            &format!("{base}/event"),
+        ]),
+        &s_(&["-h", "127.0.0.1", "-p", &port]),
+    );
+    let mut d = start_daemon(&s, &[]);
+    wait_status(
+        &s.socket,
+        &sschema,
+        Duration::from_secs(60),
+        "the daemon to be ready",
+        |v| v["state"] == "idle",
+    );
+    let measurements = || -> Vec<Value> {
+        published(&sub)
+            .iter()
+            .filter(|(t, _)| t.ends_with("/measurement"))
+            .map(|(t, p)| schemas.validate(t, p))
+            .collect()
+    };
+    let events = |code: &str| -> Vec<Value> {
+        published(&sub)
+            .iter()
+            .filter(|(t, _)| t.ends_with("/event"))
+            .map(|(t, p)| schemas.validate(t, p))
+            .filter(|e| e["code"] == code)
+            .collect()
+    };
+    for n in 1..=2 {
+        let o = lumiq(&["acquire", "--socket", s.socket.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        wait_for(Duration::from_secs(240), "the record", || {
+            measurements().len() >= n
+        });
+    }
+    let command = |payload: &str| {
+        let ok = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t"])
+            .arg(format!("{base}/command"))
+            .args(["-m", payload])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mosquitto_pub");
+    };
+
+    // Past the last seq: refused, naming the last seq; nothing re-sent.
+    command(r#"{"replay_from_seq": 99}"#);
+    wait_for(Duration::from_secs(20), "replay_refused", || {
+        !events("replay_refused").is_empty()
+    });
+    let refused = &events("replay_refused")[0];
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("the last seq committed is 2"),
+        "{refused}"
+    );
+    assert_eq!(refused["severity"], "warning");
+
+    // From seq 1: both records again, flagged replay, and the event says so.
+    command(r#"{"replay_from_seq": 1}"#);
+    wait_for(Duration::from_secs(30), "the replayed records", || {
+        measurements().len() >= 4
+    });
+    let accepted = events("replay_accepted");
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    let det = &accepted[0]["details"];
+    assert_eq!(
+        (&det["from_seq"], &det["to_seq"], &det["requeued"]),
+        (&Value::from(1), &Value::from(2), &Value::from(2)),
+        "{det}"
+    );
+    let m = measurements();
+    let replayed: Vec<u64> = m
+        .iter()
+        .filter(|v| v["replay"] == true)
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replayed, [1, 2], "{m:?}");
+
+    // At once again: rate-limited, answered, nothing re-sent.
+    command(r#"{"replay_from_seq": 1}"#);
+    wait_for(Duration::from_secs(20), "the rate-limited refusal", || {
+        events("replay_refused").len() >= 2
+    });
+    let limited = &events("replay_refused")[1];
+    assert!(
+        limited["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most one every 10 s"),
+        "{limited}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(measurements().len(), 4, "the refused replay sent nothing");
+    signal(&d, "-TERM");
+    let st = wait_exit(&mut d, Duration::from_secs(30)).expect("stops");
+    assert!(st.success(), "{}", log(&s));
 }

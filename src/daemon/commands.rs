@@ -11,8 +11,17 @@
 //! trigger — is published as a `command_rejected` event with the reason; it never stops the
 //! daemon.
 //!
+//! Replay: `{"replay_from_seq": N}` (alone) makes every stored record with seq ≥ N go out
+//! again, flagged `replay` (as `lumiq replay` does), for a LIMS that found a gap in `seq`.
+//! It is answered by a `delivery` event: `replay_accepted` (from/to seq, how many re-queued,
+//! where it really starts when older records were pruned) or `replay_refused` (the reason:
+//! past the last seq, nothing stored, or another replay accepted less than
+//! [`REPLAY_MIN_INTERVAL`] ago).
+//!
 //! Owns: parsing and checking a command. The subscription itself is the publisher's
 //! (`PublisherConfig::command_topic`): one MQTT connection per instrument.
+
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -38,7 +47,13 @@ pub struct LimsCommand {
     /// With `acquire`: image the mounted reference source (the daily QC) instead.
     #[serde(default)]
     pub qc: bool,
+    /// Send every stored record with seq ≥ this again (alone in its command).
+    #[serde(default)]
+    pub replay_from_seq: Option<u64>,
 }
+
+/// At most one replay is accepted this often (a replay re-sends up to the whole outbox).
+pub const REPLAY_MIN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why a command cannot be used: the reason published in the `command_rejected` event.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +64,10 @@ pub enum CommandError {
     Empty,
     #[error("\"qc\": true needs \"acquire\": true (a QC is run now, never queued)")]
     QcWithoutAcquire,
+    #[error("a replay command carries only replay_from_seq, e.g. {{\"replay_from_seq\": 1234}}")]
+    ReplayWithOthers,
+    #[error("replay_from_seq = 0: seqs start at 1")]
+    ReplayFromZero,
     #[error(transparent)]
     Request(#[from] RequestError),
 }
@@ -56,6 +75,20 @@ pub enum CommandError {
 /// Parse and check a payload; the error is the reason published in the event.
 pub fn parse(payload: &[u8]) -> Result<LimsCommand, CommandError> {
     let c: LimsCommand = serde_json::from_slice(payload).map_err(CommandError::NotACommand)?;
+    if let Some(from) = c.replay_from_seq {
+        if c.study_id.is_some()
+            || !c.subject_ids.is_empty()
+            || c.injection_time.is_some()
+            || c.acquire
+            || c.qc
+        {
+            return Err(CommandError::ReplayWithOthers);
+        }
+        if from == 0 {
+            return Err(CommandError::ReplayFromZero);
+        }
+        return Ok(c);
+    }
     if c.qc && !c.acquire {
         return Err(CommandError::QcWithoutAcquire);
     }
@@ -100,6 +133,10 @@ pub fn handle(shared: &Shared, payload: &[u8]) {
             return;
         }
     };
+    if let Some(from) = cmd.replay_from_seq {
+        replay(shared, from);
+        return;
+    }
     if cmd.acquire {
         match shared.trigger(cmd.as_request(), "lims") {
             Ok(id) => tracing::info!("LIMS command: acquisition {id} queued"),
@@ -115,6 +152,67 @@ pub fn handle(shared: &Shared, payload: &[u8]) {
             cmd.subject_ids
         );
         shared.lock().next_subjects = Some(cmd.as_request());
+    }
+}
+
+/// A replay the LIMS asked for: re-queue, or say why not; answered by an event either way.
+fn replay(shared: &Shared, from_seq: u64) {
+    let refused = |reason: String| {
+        tracing::warn!("LIMS replay from seq {from_seq} refused: {reason}");
+        shared.publish_event(
+            NewEvent::new(
+                EventKind::Delivery,
+                "replay_refused",
+                Severity::Warning,
+                format!("replay from seq {from_seq} refused: {reason}"),
+            )
+            .detail("requested_from_seq", from_seq),
+        );
+    };
+    let last = shared.lock().last_replay;
+    if let Some(ago) = last
+        .map(|t| t.elapsed())
+        .filter(|a| *a < REPLAY_MIN_INTERVAL)
+    {
+        refused(format!(
+            "a replay was accepted {:.0} s ago; at most one every {} s: ask again in {:.0} s",
+            ago.as_secs_f64(),
+            REPLAY_MIN_INTERVAL.as_secs(),
+            (REPLAY_MIN_INTERVAL - ago).as_secs_f64().ceil()
+        ));
+        return;
+    }
+    match shared.outbox.request_replay(from_seq) {
+        Ok(o) => {
+            shared.lock().last_replay = Some(Instant::now());
+            let message = match o.pruned_before {
+                Some(oldest) => format!(
+                    "replay accepted: seqs {}–{} go out again ({} re-queued); seqs before {oldest} were deleted after their retention and cannot come back",
+                    o.from_seq, o.to_seq, o.requeued
+                ),
+                None => format!(
+                    "replay accepted: seqs {}–{} go out again ({} re-queued)",
+                    o.from_seq, o.to_seq, o.requeued
+                ),
+            };
+            tracing::info!("LIMS {message}");
+            let mut ev = NewEvent::new(
+                EventKind::Delivery,
+                "replay_accepted",
+                Severity::Info,
+                message,
+            )
+            .detail("requested_from_seq", o.requested_from_seq)
+            .detail("from_seq", o.from_seq)
+            .detail("to_seq", o.to_seq)
+            .detail("requeued", o.requeued)
+            .detail("already_pending", o.already_pending);
+            if let Some(p) = o.pruned_before {
+                ev = ev.detail("pruned_before", p);
+            }
+            shared.publish_event(ev);
+        }
+        Err(e) => refused(e.to_string()),
     }
 }
 
@@ -139,6 +237,13 @@ mod tests {
         check(r#"{"acquire":true}"#, Ok(()));
         check(r#"{"acquire":true,"qc":true}"#, Ok(()));
         check(r#"{"qc":true}"#, Err("needs \"acquire\": true"));
+        check(r#"{"replay_from_seq":12}"#, Ok(()));
+        check(r#"{"replay_from_seq":0}"#, Err("seqs start at 1"));
+        check(r#"{"replay_from_seq":-1}"#, Err("not a command"));
+        check(
+            r#"{"replay_from_seq":3,"acquire":true}"#,
+            Err("carries only replay_from_seq"),
+        );
         check(
             r#"{"acquire":true,"qc":true,"study_id":"S1"}"#,
             Err("reference source alone"),

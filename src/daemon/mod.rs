@@ -234,6 +234,7 @@ pub async fn serve(settings: Settings, mut hooks: RunHooks) -> Result<(), Daemon
             acquiring: None,
             ready: false,
             next_subjects: None,
+            last_replay: None,
         }),
         stopping: AtomicBool::new(false),
         processing: AtomicBool::new(false),

@@ -95,6 +95,8 @@ pub(crate) struct Inner {
     pub ready: bool,
     /// Study and subjects the LIMS named for the next acquisition.
     pub next_subjects: Option<AcquireRequest>,
+    /// When the LIMS's last replay was accepted (replays are rate-limited).
+    pub last_replay: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
