@@ -41,13 +41,7 @@ fn crash_then_recover(point: &str, regenerated: bool) {
     let s = setup_with("");
     let sschema = status_schema();
     let mut d = start_daemon(&s, &[("LUMIQ_FAULT_ABORT_AT", point)]);
-    wait_status(
-        &s.socket,
-        &sschema,
-        Duration::from_secs(60),
-        "the daemon to be ready",
-        |v| v["state"] == "idle",
-    );
+    wait_ready(&s, &sschema);
     let o = lumiq(&["acquire", "--socket", s.socket.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let id = text(&o.stdout).trim().to_string();
@@ -61,7 +55,7 @@ fn crash_then_recover(point: &str, regenerated: bool) {
     );
     let _ = std::fs::remove_file(&s.socket);
 
-    let mut d = start_daemon(&s, &[]);
+    let d = start_daemon(&s, &[]);
     let archive = s.dir.join("state/archive");
     wait_status(
         &s.socket,
@@ -74,12 +68,7 @@ fn crash_then_recover(point: &str, regenerated: bool) {
                 && std::fs::read_dir(archive.join(".staging")).unwrap().count() == 0
         },
     );
-    signal(&d, "-TERM");
-    assert!(
-        wait_exit(&mut d, Duration::from_secs(30)).is_some_and(|st| st.success()),
-        "{}",
-        log(&s)
-    );
+    stop_cleanly(&s, d);
 
     let outbox = Outbox::open_existing(s.dir.join("state/outbox.sqlite")).unwrap();
     let index = outbox.index().unwrap();

@@ -585,48 +585,14 @@ fn demo_stops_after_two_records_printed_as_json_lines() {
 #[test]
 fn the_lims_asks_for_a_replay_on_the_command_topic() {
     let s = setup_with("");
-    let port = s.broker.port.to_string();
     let schemas = Schemas::load();
-    let sschema = status_schema();
-    let base = format!("lumiq/v1/{SITE}/{INSTRUMENT}");
-    let sub = subscribe_ready(
-        s_(&[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-v",
-            "-q",
-            "1",
-            "-i",
-            "lims-replay",
-            "-t",
-            &format!("{base}/measurement"),
-            "-t",
-            &format!("{base}/event"),
-        ]),
-        &s_(&["-h", "127.0.0.1", "-p", &port]),
-    );
-    let mut d = start_daemon(&s, &[]);
-    wait_status(
-        &s.socket,
-        &sschema,
-        Duration::from_secs(60),
-        "the daemon to be ready",
-        |v| v["state"] == "idle",
-    );
-    let measurements = || -> Vec<Value> {
-        published(&sub)
-            .iter()
-            .filter(|(t, _)| t.ends_with("/measurement"))
-            .map(|(t, p)| schemas.validate(t, p))
-            .collect()
-    };
+    let sub = subscribe(&s, "lims-replay", false, &["measurement", "event"]);
+    let d = start_daemon(&s, &[]);
+    wait_ready(&s, &status_schema());
+    let measurements = || payloads(&sub, &schemas, "/measurement");
     let events = |code: &str| -> Vec<Value> {
-        published(&sub)
-            .iter()
-            .filter(|(t, _)| t.ends_with("/event"))
-            .map(|(t, p)| schemas.validate(t, p))
+        payloads(&sub, &schemas, "/event")
+            .into_iter()
             .filter(|e| e["code"] == code)
             .collect()
     };
@@ -637,16 +603,7 @@ fn the_lims_asks_for_a_replay_on_the_command_topic() {
             measurements().len() >= n
         });
     }
-    let command = |payload: &str| {
-        let ok = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t"])
-            .arg(format!("{base}/command"))
-            .args(["-m", payload])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mosquitto_pub");
-    };
+    let command = |payload: &str| publish_command(&s, payload);
 
     // Past the last seq: refused, naming the last seq; nothing re-sent.
     command(r#"{"replay_from_seq": 99}"#);
@@ -699,7 +656,5 @@ fn the_lims_asks_for_a_replay_on_the_command_topic() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(measurements().len(), 4, "the refused replay sent nothing");
-    signal(&d, "-TERM");
-    let st = wait_exit(&mut d, Duration::from_secs(30)).expect("stops");
-    assert!(st.success(), "{}", log(&s));
+    stop_cleanly(&s, d);
 }

@@ -111,6 +111,12 @@ impl AcquireRequest {
     }
 }
 
+/// Read one request line (surrounding whitespace ignored); the server answers an error with
+/// a refusal naming it.
+pub fn parse_request(line: &str) -> Result<Request, serde_json::Error> {
+    serde_json::from_str(line.trim())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
@@ -284,7 +290,7 @@ fn serve(stream: UnixStream, handler: &Handler) {
         if line.trim().is_empty() {
             continue;
         }
-        let resp = match serde_json::from_str::<Request>(line.trim()) {
+        let resp = match parse_request(&line) {
             Ok(req) => handler(req),
             Err(e) => Response::refused(format!(
                 "not a request: {e}; send one JSON object per line, e.g. {{\"cmd\":\"status\"}}"

@@ -212,3 +212,76 @@ pub fn wait_exit(
     }
     None
 }
+
+/// A LIMS stand-in: `mosquitto_sub` on the setup's broker (QoS 1, client id `client`, a
+/// persistent session when `persistent`), subscribed to each of the instrument's topic
+/// `levels` (`measurement`, `event`, `#`, ...), ready when returned.
+pub fn subscribe(setup: &Setup, client: &str, persistent: bool, levels: &[&str]) -> Subscriber {
+    let port = setup.broker.port.to_string();
+    let mut args = s(&[
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-v",
+        "-q",
+        "1",
+        "-i",
+        client,
+    ]);
+    if persistent {
+        args.push("-c".into());
+    }
+    for l in levels {
+        args.push("-t".into());
+        args.push(format!("lumiq/v1/{SITE}/{INSTRUMENT}/{l}"));
+    }
+    subscribe_ready(args, &s(&["-h", "127.0.0.1", "-p", &port]))
+}
+
+/// Validated payloads lumiq published on topics ending in `suffix` (`/event`, ...).
+pub fn payloads(sub: &Subscriber, schemas: &Schemas, suffix: &str) -> Vec<Value> {
+    lumiq_messages(sub)
+        .iter()
+        .filter(|(t, _)| t.ends_with(suffix))
+        .map(|(t, p)| schemas.validate(t, p))
+        .collect()
+}
+
+/// Wait until the daemon answers and is idle.
+pub fn wait_ready(s: &Setup, schema: &jsonschema::Validator) {
+    wait_status(
+        &s.socket,
+        schema,
+        Duration::from_secs(60),
+        "the daemon to be ready",
+        |v| v["state"] == "idle",
+    );
+}
+
+/// Publish `payload` on the instrument's command topic, as the LIMS does (QoS 1).
+pub fn publish_command(s: &Setup, payload: &str) {
+    let ok = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.broker.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+        ])
+        .arg(format!("lumiq/v1/{SITE}/{INSTRUMENT}/command"))
+        .args(["-m", payload])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mosquitto_pub");
+}
+
+/// SIGTERM, and the daemon exits 0 within 30 s.
+pub fn stop_cleanly(s: &Setup, mut d: std::process::Child) {
+    signal(&d, "-TERM");
+    let st = wait_exit(&mut d, Duration::from_secs(30)).expect("stops");
+    assert!(st.success(), "{}", log(s));
+}
