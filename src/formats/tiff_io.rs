@@ -16,6 +16,20 @@ use tiff::ColorType;
 
 use super::FormatError;
 
+/// The widest and tallest frame read (a 4096² sensor unbinned is the largest imager here;
+/// twice that leaves room): a file claiming more is damaged, and is refused before any
+/// memory is taken for it.
+pub const MAX_FRAME_SIDE_PX: u32 = 8192;
+
+/// What the decoder may allocate: one frame of the largest size at 4 bytes a sample.
+fn frame_limits() -> Limits {
+    let frame_bytes = (MAX_FRAME_SIDE_PX as usize).pow(2) * 4;
+    let mut l = Limits::default();
+    l.decoding_buffer_size = frame_bytes;
+    l.intermediate_buffer_size = frame_bytes;
+    l
+}
+
 /// A decoding error, saying "truncated" when the file ends early.
 fn bad_tiff(path: &Path, e: tiff::TiffError) -> FormatError {
     let detail = match &e {
@@ -37,15 +51,9 @@ pub fn read_f32_and_sha256(path: &Path) -> Result<(Array2<f32>, String), FormatE
     let sha = format!("{:x}", Sha256::digest(&bytes));
     let mut dec = Decoder::new(std::io::Cursor::new(bytes))
         .map_err(|e| bad_tiff(path, e))?
-        .with_limits(Limits::unlimited());
+        .with_limits(frame_limits());
     let (w, h) = dec.dimensions().map_err(|e| bad_tiff(path, e))?;
-    if w == 0 || h == 0 {
-        return Err(FormatError::invalid(
-            path,
-            "the image has zero width or height",
-            "re-export the frame",
-        ));
-    }
+    check_size(path, w, h)?;
     match dec.read_image().map_err(|e| bad_tiff(path, e))? {
         DecodingResult::F32(data) => Ok((to_array(path, h as usize, w as usize, data)?, sha)),
         other => Err(FormatError::WrongPixelType {
@@ -60,14 +68,11 @@ pub fn read_f32_and_sha256(path: &Path) -> Result<(Array2<f32>, String), FormatE
 fn open_decoder(path: &Path) -> Result<Decoder<BufReader<File>>, FormatError> {
     let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
     let decoder = Decoder::new(BufReader::new(file)).map_err(|e| bad_tiff(path, e))?;
-    Ok(decoder.with_limits(Limits::unlimited()))
+    Ok(decoder.with_limits(frame_limits()))
 }
 
-fn dimensions(
-    dec: &mut Decoder<BufReader<File>>,
-    path: &Path,
-) -> Result<(usize, usize), FormatError> {
-    let (w, h) = dec.dimensions().map_err(|e| bad_tiff(path, e))?;
+/// Refuse an empty image or one larger than [`MAX_FRAME_SIDE_PX`] on a side.
+fn check_size(path: &Path, w: u32, h: u32) -> Result<(), FormatError> {
     if w == 0 || h == 0 {
         return Err(FormatError::invalid(
             path,
@@ -75,6 +80,24 @@ fn dimensions(
             "re-export the frame",
         ));
     }
+    if w > MAX_FRAME_SIDE_PX || h > MAX_FRAME_SIDE_PX {
+        return Err(FormatError::invalid(
+            path,
+            format!(
+                "the image claims {w}×{h} pixels, more than the {MAX_FRAME_SIDE_PX}×{MAX_FRAME_SIDE_PX} of any camera frame"
+            ),
+            "the file is damaged or is not a camera frame: copy it again from the instrument",
+        ));
+    }
+    Ok(())
+}
+
+fn dimensions(
+    dec: &mut Decoder<BufReader<File>>,
+    path: &Path,
+) -> Result<(usize, usize), FormatError> {
+    let (w, h) = dec.dimensions().map_err(|e| bad_tiff(path, e))?;
+    check_size(path, w, h)?;
     Ok((h as usize, w as usize))
 }
 
@@ -187,6 +210,44 @@ fn tiff_write_err(path: &Path, e: tiff::TiffError) -> FormatError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `tiff` fuzz target: two bytes changed in a valid 12×10 float TIFF's tags
+    /// made the decoder ask for 132 GB and abort the process.
+    #[test]
+    fn a_damaged_tag_claiming_a_huge_image_is_an_error_not_an_abort() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("damaged.tif");
+        write_f32(
+            &p,
+            &Array2::from_shape_fn((10, 12), |(r, c)| (r + c) as f32 * 0.5),
+        )
+        .unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[514] = 58;
+        bytes[517] = 197;
+        std::fs::write(&p, &bytes).unwrap();
+        for err in [
+            read_f32(&p).map(|_| ()).unwrap_err(),
+            read_u16(&p).map(|_| ()).unwrap_err(),
+            read_f32_and_sha256(&p).map(|_| ()).unwrap_err(),
+        ] {
+            let msg = err.to_string();
+            assert!(msg.contains("damaged.tif"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_frame_larger_than_any_camera_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("huge.tif");
+        std::fs::write(&p, b"").unwrap();
+        let err = check_size(&p, 100_000, 16).unwrap_err().to_string();
+        assert!(
+            err.contains("100000×16") && err.contains("copy it again"),
+            "{err}"
+        );
+        assert!(check_size(&p, 8192, 8192).is_ok());
+    }
 
     #[test]
     fn u16_round_trip_and_truncation_is_an_error() {
