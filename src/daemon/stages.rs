@@ -461,17 +461,11 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
                 .archive
                 .stage_capture(&id, &item.capture, item.truth.as_ref(), false)
             {
-                Ok(p) => (
-                    {
-                        super::fault::reached("staged");
-                        id
-                    },
-                    item.trigger.clone(),
-                    p,
-                    Some(crate::delivery::wire::rfc3339(
-                        item.capture.meta.acquired_at,
-                    )),
-                ),
+                Ok(p) => {
+                    super::fault::reached("staged");
+                    let acquired_at = crate::delivery::wire::rfc3339(item.capture.meta.acquired_at);
+                    (id, item.trigger.clone(), p, Some(acquired_at))
+                }
                 Err(e) => {
                     // The frames are only in memory and cannot be kept: say so loudly.
                     let msg = format!("the raw frames could not be written: {e}");
