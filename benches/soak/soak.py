@@ -250,8 +250,15 @@ def outbox_rows(db):
 
 
 def committed(db):
-    rows = outbox_rows(db)
-    return rows[-1][0] if rows else 0
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return con.execute("SELECT COALESCE(MAX(seq), 0) FROM outbox").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
 
 
 def fill_disk(path, min_free_mb):

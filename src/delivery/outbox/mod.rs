@@ -16,6 +16,9 @@
 //! duplicate send, which the LIMS deduplicates by `measurement_id`. Another process (e.g.
 //! `lumiq replay`) may open the same file: WAL allows it, and `PRAGMA data_version` tells the
 //! publisher that something changed.
+//!
+//! Files: `error.rs` ([`OutboxError`]), `replay.rs` ([`Outbox::request_replay`]),
+//! `tests.rs`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +32,9 @@ use serde::{Deserialize, Serialize};
 use crate::record::MeasurementRecord;
 
 mod error;
+mod replay;
 pub use error::{OutboxError, ReplayRefusal};
+pub use replay::ReplayOutcome;
 
 /// Per-instrument sequence number of a committed record: 1, 2, 3, ... without gaps.
 pub type Seq = u64;
@@ -112,21 +117,6 @@ pub struct OutboxStats {
     /// `false` while commits are refused; `refusal` says why.
     pub accepting: bool,
     pub refusal: Option<String>,
-}
-
-/// What a replay request re-queued.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReplayOutcome {
-    pub requested_from_seq: Seq,
-    /// First seq that will be re-sent (later than requested when older rows were pruned).
-    pub from_seq: Seq,
-    pub to_seq: Seq,
-    /// Acknowledged rows made unacknowledged again.
-    pub requeued: u64,
-    /// Rows in the range that were still unacknowledged (they go out anyway).
-    pub already_pending: u64,
-    /// Set when rows before `from_seq` were requested but pruned after their retention.
-    pub pruned_before: Option<Seq>,
 }
 
 struct Refusal {
@@ -580,73 +570,6 @@ impl Outbox {
         let restore = g.conn.execute_batch("PRAGMA synchronous=FULL");
         r.and(restore).map_err(|e| self.storage(e))?;
         Ok(())
-    }
-
-    /// Make every stored row with seq ≥ `from_seq` unacknowledged again, so the publisher
-    /// sends it again (flagged `replay`). Rows pruned after their retention cannot come back:
-    /// the outcome says where the replay really starts.
-    pub fn request_replay(&self, from_seq: Seq) -> Result<ReplayOutcome, OutboxError> {
-        let replay_err = |detail: ReplayRefusal| OutboxError::Replay {
-            path: self.path.display().to_string(),
-            from_seq,
-            detail,
-        };
-        if from_seq == 0 {
-            return Err(replay_err(ReplayRefusal::SeqZero));
-        }
-        let mut g = self.lock();
-        let outcome = (|| -> rusqlite::Result<Result<ReplayOutcome, ReplayRefusal>> {
-            let tx = g
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let last: Option<i64> = tx
-                .query_row(
-                    "SELECT seq FROM sqlite_sequence WHERE name='outbox'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(last) = last.map(|l| l as Seq) else {
-                return Ok(Err(ReplayRefusal::NeverHeld));
-            };
-            if from_seq > last {
-                return Ok(Err(ReplayRefusal::PastLast(last)));
-            }
-            let oldest: Option<i64> =
-                tx.query_row("SELECT MIN(seq) FROM outbox", [], |r| r.get(0))?;
-            let Some(oldest) = oldest.map(|o| o as Seq) else {
-                return Ok(Err(ReplayRefusal::AllPruned(last)));
-            };
-            let from = from_seq.max(oldest);
-            let already: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM outbox WHERE seq >= ?1 AND acked_at_ms IS NULL",
-                [from as i64],
-                |r| r.get(0),
-            )?;
-            let requeued = tx.execute(
-                "UPDATE outbox SET acked_at_ms=NULL, replay=1 WHERE seq >= ?1 AND acked_at_ms IS NOT NULL",
-                [from as i64],
-            )?;
-            tx.commit()?;
-            Ok(Ok(ReplayOutcome {
-                requested_from_seq: from_seq,
-                from_seq: from,
-                to_seq: last,
-                requeued: requeued as u64,
-                already_pending: already as u64,
-                pruned_before: (from_seq < oldest).then_some(oldest),
-            }))
-        })();
-        drop(g);
-        match outcome {
-            Ok(Ok(o)) => {
-                self.replays.fetch_add(1, Ordering::SeqCst);
-                self.wake();
-                Ok(o)
-            }
-            Ok(Err(detail)) => Err(replay_err(detail)),
-            Err(e) => Err(self.storage(e)),
-        }
     }
 
     /// Delete acknowledged rows older than the retention period. Never touches an
