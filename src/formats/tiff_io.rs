@@ -6,7 +6,7 @@
 //! partially filled frame.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use ndarray::Array2;
@@ -49,7 +49,9 @@ pub fn read_f32_and_sha256(path: &Path) -> Result<(Array2<f32>, String), FormatE
     use sha2::{Digest, Sha256};
     let bytes = std::fs::read(path).map_err(|e| FormatError::io(path, e))?;
     let sha = format!("{:x}", Sha256::digest(&bytes));
-    let mut dec = Decoder::new(std::io::Cursor::new(bytes))
+    let mut cursor = std::io::Cursor::new(bytes);
+    check_first_ifd(path, &mut cursor)?;
+    let mut dec = Decoder::new(cursor)
         .map_err(|e| bad_tiff(path, e))?
         .with_limits(frame_limits());
     let (w, h) = dec.dimensions().map_err(|e| bad_tiff(path, e))?;
@@ -66,9 +68,95 @@ pub fn read_f32_and_sha256(path: &Path) -> Result<(Array2<f32>, String), FormatE
 }
 
 fn open_decoder(path: &Path) -> Result<Decoder<BufReader<File>>, FormatError> {
-    let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+    let mut file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+    check_first_ifd(path, &mut file)?;
     let decoder = Decoder::new(BufReader::new(file)).map_err(|e| bad_tiff(path, e))?;
     Ok(decoder.with_limits(frame_limits()))
+}
+
+/// BitsPerSample (258) and SampleFormat (339): the `tiff` crate indexes their first value
+/// without checking that there is one, and panics on an empty tag.
+const TAGS_NEEDING_A_VALUE: [(u16, &str); 2] = [(258, "BitsPerSample"), (339, "SampleFormat")];
+
+/// Look at the first IFD (the one image read) before the decoder does, and refuse a tag
+/// the decoder would panic on (see [`TAGS_NEEDING_A_VALUE`]). Anything else that is wrong
+/// is left to the decoder's own errors. Leaves `r` at its start.
+fn check_first_ifd<R: Read + Seek>(path: &Path, r: &mut R) -> Result<(), FormatError> {
+    let found = first_ifd_empty_tag(r).map_err(|e| FormatError::io(path, e))?;
+    r.seek(SeekFrom::Start(0))
+        .map_err(|e| FormatError::io(path, e))?;
+    match found {
+        Some(name) => Err(FormatError::invalid(
+            path,
+            format!("the TIFF tag {name} is present but holds no value"),
+            "the file is damaged: copy it again from the instrument",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The name of a tag of [`TAGS_NEEDING_A_VALUE`] with no value in the first IFD, if any
+/// (classic and BigTIFF, either byte order). A file too short or not a TIFF gives `None`:
+/// the decoder says what is wrong with it.
+fn first_ifd_empty_tag<R: Read + Seek>(r: &mut R) -> std::io::Result<Option<&'static str>> {
+    let mut head = [0u8; 16];
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    let le = match &head[..2] {
+        b"II" => true,
+        b"MM" => false,
+        _ => return Ok(None),
+    };
+    let uint = |b: &[u8]| -> u64 {
+        let mut v = 0u64;
+        for i in 0..b.len() {
+            let byte = if le { b[b.len() - 1 - i] } else { b[i] };
+            v = (v << 8) | u64::from(byte);
+        }
+        v
+    };
+    if got < 8 {
+        return Ok(None);
+    }
+    let big = match uint(&head[2..4]) {
+        42 => false,
+        43 if got == 16 => true,
+        _ => return Ok(None),
+    };
+    let ifd = if big {
+        uint(&head[8..16])
+    } else {
+        uint(&head[4..8])
+    };
+    if r.seek(SeekFrom::Start(ifd)).is_err() {
+        return Ok(None);
+    }
+    let mut count = [0u8; 8];
+    let count_len = if big { 8 } else { 2 };
+    if r.read_exact(&mut count[..count_len]).is_err() {
+        return Ok(None);
+    }
+    let entries = uint(&count[..count_len]).min(4096) as usize;
+    let entry_len = if big { 20 } else { 12 };
+    let mut buf = vec![0u8; entries * entry_len];
+    if r.read_exact(&mut buf).is_err() {
+        return Ok(None);
+    }
+    for e in buf.chunks_exact(entry_len) {
+        let tag = uint(&e[0..2]) as u16;
+        let values = if big { uint(&e[4..12]) } else { uint(&e[4..8]) };
+        if let Some((_, name)) = TAGS_NEEDING_A_VALUE.iter().find(|(t, _)| *t == tag) {
+            if values == 0 {
+                return Ok(Some(name));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Refuse an empty image or one larger than [`MAX_FRAME_SIDE_PX`] on a side.
@@ -233,6 +321,34 @@ mod tests {
         ] {
             let msg = err.to_string();
             assert!(msg.contains("damaged.tif"), "{msg}");
+        }
+    }
+
+    /// Found by the `tiff` fuzz target: two zeroed bytes in a valid 12×10 16-bit TIFF left
+    /// its SampleFormat tag without a value, and the `tiff` crate panicked on it.
+    #[test]
+    fn an_empty_sample_format_tag_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty-tag.tif");
+        write_u16(
+            &p,
+            &Array2::from_shape_fn((10, 12), |(r, c)| (r * 12 + c) as u16),
+        )
+        .unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[426] = 0;
+        bytes[32] = 0;
+        std::fs::write(&p, &bytes).unwrap();
+        for err in [
+            read_u16(&p).map(|_| ()).unwrap_err(),
+            read_f32(&p).map(|_| ()).unwrap_err(),
+            read_f32_and_sha256(&p).map(|_| ()).unwrap_err(),
+        ] {
+            let msg = err.to_string();
+            assert!(
+                msg.contains("empty-tag.tif") && msg.contains("holds no value"),
+                "{msg}"
+            );
         }
     }
 
