@@ -30,6 +30,24 @@ fn frame_limits() -> Limits {
     l
 }
 
+/// Run one step of the `tiff` decoder, its errors named by `path`. The decoder panics on
+/// some damaged files (those found are refused before it runs, `check_first_ifd`); any
+/// other such panic becomes an error naming the file instead of ending the process's
+/// thread.
+fn guarded<T>(
+    path: &Path,
+    step: impl FnOnce() -> Result<T, tiff::TiffError>,
+) -> Result<T, FormatError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(r) => r.map_err(|e| bad_tiff(path, e)),
+        Err(_) => Err(FormatError::invalid(
+            path,
+            "the TIFF decoder failed on this file",
+            "the file is damaged: copy it again from the instrument",
+        )),
+    }
+}
+
 /// A decoding error, saying "truncated" when the file ends early.
 fn bad_tiff(path: &Path, e: tiff::TiffError) -> FormatError {
     let detail = match &e {
@@ -51,12 +69,10 @@ pub fn read_f32_and_sha256(path: &Path) -> Result<(Array2<f32>, String), FormatE
     let sha = format!("{:x}", Sha256::digest(&bytes));
     let mut cursor = std::io::Cursor::new(bytes);
     check_first_ifd(path, &mut cursor)?;
-    let mut dec = Decoder::new(cursor)
-        .map_err(|e| bad_tiff(path, e))?
-        .with_limits(frame_limits());
-    let (w, h) = dec.dimensions().map_err(|e| bad_tiff(path, e))?;
+    let mut dec = guarded(path, || Decoder::new(cursor))?.with_limits(frame_limits());
+    let (w, h) = guarded(path, || dec.dimensions())?;
     check_size(path, w, h)?;
-    match dec.read_image().map_err(|e| bad_tiff(path, e))? {
+    match guarded(path, || dec.read_image())? {
         DecodingResult::F32(data) => Ok((to_array(path, h as usize, w as usize, data)?, sha)),
         other => Err(FormatError::WrongPixelType {
             path: path.to_path_buf(),
@@ -70,12 +86,13 @@ pub fn read_f32_and_sha256(path: &Path) -> Result<(Array2<f32>, String), FormatE
 fn open_decoder(path: &Path) -> Result<Decoder<BufReader<File>>, FormatError> {
     let mut file = File::open(path).map_err(|e| FormatError::io(path, e))?;
     check_first_ifd(path, &mut file)?;
-    let decoder = Decoder::new(BufReader::new(file)).map_err(|e| bad_tiff(path, e))?;
+    let decoder = guarded(path, || Decoder::new(BufReader::new(file)))?;
     Ok(decoder.with_limits(frame_limits()))
 }
 
 /// BitsPerSample (258) and SampleFormat (339): the `tiff` crate indexes their first value
-/// without checking that there is one, and panics on an empty tag.
+/// without checking that there is one, and panics on a tag with no value or with values of
+/// a type that is not an unsigned integer (which it reads as none).
 const TAGS_NEEDING_A_VALUE: [(u16, &str); 2] = [(258, "BitsPerSample"), (339, "SampleFormat")];
 
 /// Look at the first IFD (the one image read) before the decoder does, and refuse a tag
@@ -88,14 +105,15 @@ fn check_first_ifd<R: Read + Seek>(path: &Path, r: &mut R) -> Result<(), FormatE
     match found {
         Some(name) => Err(FormatError::invalid(
             path,
-            format!("the TIFF tag {name} is present but holds no value"),
+            format!("the TIFF tag {name} is present but holds no unsigned integer value"),
             "the file is damaged: copy it again from the instrument",
         )),
         None => Ok(()),
     }
 }
 
-/// The name of a tag of [`TAGS_NEEDING_A_VALUE`] with no value in the first IFD, if any
+/// The name of a tag of [`TAGS_NEEDING_A_VALUE`] with no value, or values of another type
+/// than BYTE, SHORT, LONG or LONG8, in the first IFD, if any
 /// (classic and BigTIFF, either byte order). A file too short or not a TIFF gives `None`:
 /// the decoder says what is wrong with it.
 fn first_ifd_empty_tag<R: Read + Seek>(r: &mut R) -> std::io::Result<Option<&'static str>> {
@@ -149,9 +167,10 @@ fn first_ifd_empty_tag<R: Read + Seek>(r: &mut R) -> std::io::Result<Option<&'st
     }
     for e in buf.chunks_exact(entry_len) {
         let tag = uint(&e[0..2]) as u16;
+        let kind = uint(&e[2..4]);
         let values = if big { uint(&e[4..12]) } else { uint(&e[4..8]) };
         if let Some((_, name)) = TAGS_NEEDING_A_VALUE.iter().find(|(t, _)| *t == tag) {
-            if values == 0 {
+            if values == 0 || !matches!(kind, 1 | 3 | 4 | 16) {
                 return Ok(Some(name));
             }
         }
@@ -184,20 +203,20 @@ fn dimensions(
     dec: &mut Decoder<BufReader<File>>,
     path: &Path,
 ) -> Result<(usize, usize), FormatError> {
-    let (w, h) = dec.dimensions().map_err(|e| bad_tiff(path, e))?;
+    let (w, h) = guarded(path, || dec.dimensions())?;
     check_size(path, w, h)?;
     Ok((h as usize, w as usize))
 }
 
 fn decode(dec: &mut Decoder<BufReader<File>>, path: &Path) -> Result<DecodingResult, FormatError> {
-    dec.read_image().map_err(|e| bad_tiff(path, e))
+    guarded(path, || dec.read_image())
 }
 
 /// Read a 16-bit unsigned greyscale TIFF (raw counts) as `[row, column]`.
 pub fn read_u16(path: &Path) -> Result<Array2<u16>, FormatError> {
     let mut dec = open_decoder(path)?;
     let (rows, cols) = dimensions(&mut dec, path)?;
-    let ct = dec.colortype().map_err(|e| bad_tiff(path, e))?;
+    let ct = guarded(path, || dec.colortype())?;
     if ct != ColorType::Gray(16) {
         return Err(FormatError::WrongPixelType {
             path: path.to_path_buf(),
@@ -346,10 +365,45 @@ mod tests {
         ] {
             let msg = err.to_string();
             assert!(
-                msg.contains("empty-tag.tif") && msg.contains("holds no value"),
+                msg.contains("empty-tag.tif") && msg.contains("holds no unsigned integer value"),
                 "{msg}"
             );
         }
+    }
+
+    /// Found by the `tiff` fuzz target once empty tags were refused: the SampleFormat tag's
+    /// type changed to ASCII (count 155) made the decoder read no value and panic.
+    #[test]
+    fn a_sample_format_tag_of_the_wrong_type_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ascii-tag.tif");
+        write_u16(
+            &p,
+            &Array2::from_shape_fn((10, 12), |(r, c)| (r * 12 + c) as u16),
+        )
+        .unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        for (at, v) in [(424, 2), (426, 155), (430, 18)] {
+            bytes[at] = v;
+        }
+        std::fs::write(&p, &bytes).unwrap();
+        let msg = read_u16(&p).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            msg.contains("ascii-tag.tif") && msg.contains("SampleFormat"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_panic_inside_the_decoder_is_an_error_naming_the_file() {
+        let p = Path::new("/data/frame.tif");
+        let r: Result<(), FormatError> =
+            guarded(p, || panic!("index out of bounds inside the decoder"));
+        let msg = r.unwrap_err().to_string();
+        assert!(
+            msg.contains("/data/frame.tif") && msg.contains("decoder failed"),
+            "{msg}"
+        );
     }
 
     #[test]
