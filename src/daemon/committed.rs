@@ -29,18 +29,22 @@ pub(super) fn regenerated_note(seq: u64, at: DateTime<Utc>) -> String {
     )
 }
 
-/// The record the outbox already holds for `id`, with its seq. A record that cannot be
-/// read back is logged and treated as absent (the new one is committed idempotently).
-pub(super) fn committed_record(outbox: &Outbox, id: &str) -> Option<(u64, MeasurementRecord)> {
+/// The seq of the record the outbox already holds for `id`, with that record when it reads
+/// back as one. A stored record that does not (an older layout) is logged: `record.json`
+/// still gets its bytes ([`finish_committed`]), and the status shows the record made now.
+pub(super) fn committed_record(
+    outbox: &Outbox,
+    id: &str,
+) -> Option<(u64, Option<MeasurementRecord>)> {
     match outbox.record_by_id(id) {
         Ok(Some((seq, json))) => match serde_json::from_str(&json) {
             Ok(r) => {
                 tracing::warn!("acquisition {id}: its record was committed (seq {seq}) by the last run, which stopped before archiving it; the committed record is kept and the maps are made again");
-                Some((seq, r))
+                Some((seq, Some(r)))
             }
             Err(e) => {
-                tracing::error!("acquisition {id}: its committed record (seq {seq}) cannot be read back ({e}); archiving the one made now");
-                None
+                tracing::error!("acquisition {id}: its record was committed (seq {seq}) by the last run but does not read back as a record ({e}); record.json keeps the committed bytes and the maps are made again");
+                Some((seq, None))
             }
         },
         Ok(None) => None,

@@ -506,7 +506,7 @@ fn process_one(shared: &Shared, w: Work, records: &mpsc::Sender<Processed>) {
         _ => None,
     };
     let r = r.map(|mut out| {
-        if let Some((_, record)) = &regenerated {
+        if let Some((_, Some(record))) = &regenerated {
             out.record = record.clone();
         }
         out
