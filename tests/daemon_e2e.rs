@@ -38,37 +38,13 @@ use serde_json::Value;
 #[test]
 fn acquire_status_stop_kill_and_resume() {
     let s = setup_with("");
-    let port = s.broker.port.to_string();
     let schemas = Schemas::load();
     let sschema = status_schema();
-    let base = format!("lumiq/v1/{SITE}/{INSTRUMENT}");
-    let sub = subscribe_ready(
-        s_(&[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-v",
-            "-q",
-            "1",
-            "-c",
-            "-i",
-            "lims-e2e",
-            "-t",
-            &format!("{base}/#"),
-        ]),
-        &s_(&["-h", "127.0.0.1", "-p", &port]),
-    );
+    let sub = subscribe(&s, "lims-e2e", true, &["#"]);
 
     // 1. Start, acquire from the command line, see the record arrive.
     let mut d = start_daemon(&s, &[]);
-    wait_status(
-        &s.socket,
-        &sschema,
-        Duration::from_secs(60),
-        "the daemon to be ready",
-        |v| v["state"] == "idle",
-    );
+    wait_ready(&s, &sschema);
     let o = lumiq(&[
         "acquire",
         "--socket",
@@ -170,16 +146,7 @@ fn acquire_status_stop_kill_and_resume() {
 
     // The LIMS command topic: a bad command becomes an event with the reason; a good one
     // starts an acquisition for the study and subjects it names.
-    let publish = |payload: &str| {
-        let ok = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t"])
-            .arg(format!("{base}/command"))
-            .args(["-m", payload])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mosquitto_pub");
-    };
+    let publish = |payload: &str| publish_command(&s, payload);
     publish(r#"{"study":"typo"}"#);
     wait_for(
         Duration::from_secs(20),
@@ -375,35 +342,11 @@ fn acquire_status_stop_kill_and_resume() {
 #[test]
 fn a_kinetic_series_publishes_its_sequence_record_after_its_frames() {
     let s = setup_with("");
-    let port = s.broker.port.to_string();
     let schemas = Schemas::load();
     let sschema = status_schema();
-    let base = format!("lumiq/v1/{SITE}/{INSTRUMENT}");
-    let sub = subscribe_ready(
-        s_(&[
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-v",
-            "-q",
-            "1",
-            "-c",
-            "-i",
-            "lims-kinetic",
-            "-t",
-            &format!("{base}/measurement"),
-        ]),
-        &s_(&["-h", "127.0.0.1", "-p", &port]),
-    );
+    let sub = subscribe(&s, "lims-kinetic", true, &["measurement"]);
     let mut d = start_daemon(&s, &[]);
-    wait_status(
-        &s.socket,
-        &sschema,
-        Duration::from_secs(60),
-        "the daemon to be ready",
-        |v| v["state"] == "idle",
-    );
+    wait_ready(&s, &sschema);
     let o = lumiq(&[
         "acquire",
         "--socket",
@@ -520,10 +463,6 @@ fn published(sub: &Subscriber) -> Vec<(String, String)> {
         .into_iter()
         .filter(|(t, _)| !t.ends_with("/command"))
         .collect()
-}
-
-fn s_(v: &[&str]) -> Vec<String> {
-    s(v)
 }
 
 #[test]

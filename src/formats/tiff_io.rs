@@ -317,28 +317,51 @@ fn tiff_write_err(path: &Path, e: tiff::TiffError) -> FormatError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+
+    /// A valid 12×10 TIFF (float or 16-bit) written as `name` in `dir`, then the bytes at
+    /// the given offsets set: how the fuzz target's crashes were made.
+    fn patched_tiff(dir: &Path, name: &str, float: bool, patches: &[(usize, u8)]) -> PathBuf {
+        let p = dir.join(name);
+        if float {
+            write_f32(
+                &p,
+                &Array2::from_shape_fn((10, 12), |(r, c)| (r + c) as f32 * 0.5),
+            )
+        } else {
+            write_u16(
+                &p,
+                &Array2::from_shape_fn((10, 12), |(r, c)| (r * 12 + c) as u16),
+            )
+        }
+        .unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        for &(at, v) in patches {
+            bytes[at] = v;
+        }
+        std::fs::write(&p, &bytes).unwrap();
+        p
+    }
+
+    /// The error of each reader on `p`.
+    fn every_reader_refuses(p: &Path) -> Vec<String> {
+        [
+            read_f32(p).map(|_| ()).unwrap_err(),
+            read_u16(p).map(|_| ()).unwrap_err(),
+            read_f32_and_sha256(p).map(|_| ()).unwrap_err(),
+        ]
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
+    }
 
     /// Found by the `tiff` fuzz target: two bytes changed in a valid 12×10 float TIFF's tags
     /// made the decoder ask for 132 GB and abort the process.
     #[test]
     fn a_damaged_tag_claiming_a_huge_image_is_an_error_not_an_abort() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("damaged.tif");
-        write_f32(
-            &p,
-            &Array2::from_shape_fn((10, 12), |(r, c)| (r + c) as f32 * 0.5),
-        )
-        .unwrap();
-        let mut bytes = std::fs::read(&p).unwrap();
-        bytes[514] = 58;
-        bytes[517] = 197;
-        std::fs::write(&p, &bytes).unwrap();
-        for err in [
-            read_f32(&p).map(|_| ()).unwrap_err(),
-            read_u16(&p).map(|_| ()).unwrap_err(),
-            read_f32_and_sha256(&p).map(|_| ()).unwrap_err(),
-        ] {
-            let msg = err.to_string();
+        let p = patched_tiff(dir.path(), "damaged.tif", true, &[(514, 58), (517, 197)]);
+        for msg in every_reader_refuses(&p) {
             assert!(msg.contains("damaged.tif"), "{msg}");
         }
     }
@@ -348,22 +371,8 @@ mod tests {
     #[test]
     fn an_empty_sample_format_tag_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("empty-tag.tif");
-        write_u16(
-            &p,
-            &Array2::from_shape_fn((10, 12), |(r, c)| (r * 12 + c) as u16),
-        )
-        .unwrap();
-        let mut bytes = std::fs::read(&p).unwrap();
-        bytes[426] = 0;
-        bytes[32] = 0;
-        std::fs::write(&p, &bytes).unwrap();
-        for err in [
-            read_u16(&p).map(|_| ()).unwrap_err(),
-            read_f32(&p).map(|_| ()).unwrap_err(),
-            read_f32_and_sha256(&p).map(|_| ()).unwrap_err(),
-        ] {
-            let msg = err.to_string();
+        let p = patched_tiff(dir.path(), "empty-tag.tif", false, &[(426, 0), (32, 0)]);
+        for msg in every_reader_refuses(&p) {
             assert!(
                 msg.contains("empty-tag.tif") && msg.contains("holds no unsigned integer value"),
                 "{msg}"
@@ -376,22 +385,18 @@ mod tests {
     #[test]
     fn a_sample_format_tag_of_the_wrong_type_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("ascii-tag.tif");
-        write_u16(
-            &p,
-            &Array2::from_shape_fn((10, 12), |(r, c)| (r * 12 + c) as u16),
-        )
-        .unwrap();
-        let mut bytes = std::fs::read(&p).unwrap();
-        for (at, v) in [(424, 2), (426, 155), (430, 18)] {
-            bytes[at] = v;
-        }
-        std::fs::write(&p, &bytes).unwrap();
-        let msg = read_u16(&p).map(|_| ()).unwrap_err().to_string();
-        assert!(
-            msg.contains("ascii-tag.tif") && msg.contains("SampleFormat"),
-            "{msg}"
+        let p = patched_tiff(
+            dir.path(),
+            "ascii-tag.tif",
+            false,
+            &[(424, 2), (426, 155), (430, 18)],
         );
+        for msg in every_reader_refuses(&p) {
+            assert!(
+                msg.contains("ascii-tag.tif") && msg.contains("SampleFormat"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]
